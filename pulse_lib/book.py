@@ -1,0 +1,159 @@
+"""Helpers every chapter calls: profiles, seeds, device, paths and the closing version stamp."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pulse_lib.errors import ConfigError
+
+#: The profiles every chapter defines. ``auto`` resolves to one of them at run time.
+PROFILE_NAMES: tuple[str, ...] = ("ci", "full")
+
+#: Packages named in every chapter's version stamp (others may be added per chapter).
+KEY_PACKAGES: tuple[str, ...] = (
+    "pulse-lib", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "torch", "gymnasium",
+    "d3rlpy", "pymc", "pytensor", "arviz", "cmdstanpy", "nutpie",
+)
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab kernel."""
+    return "google.colab" in sys.modules
+
+
+def gpu_available() -> bool:
+    """True when torch is installed and sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_profile(profiles: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, Any]:
+    """Return the settings of ``profile`` from a chapter's ``PROFILES`` table.
+
+    ``profile="auto"`` picks ``full`` on a GPU or on Colab and ``ci`` elsewhere, so the same
+    notebook is small on a laptop or in CI and full size where a reader has the hardware.
+    Both profiles must define the same keys, so a reader can see every setting side by side.
+    """
+    missing = [name for name in PROFILE_NAMES if name not in profiles]
+    if missing:
+        raise ConfigError(f"PROFILES lacks the profile(s) {missing}; define {list(PROFILE_NAMES)}")
+    keys = {name: set(profiles[name]) for name in PROFILE_NAMES}
+    if keys["ci"] != keys["full"]:
+        raise ConfigError(
+            "profiles 'ci' and 'full' must set the same keys; differing: "
+            f"{sorted(keys['ci'] ^ keys['full'])}"
+        )
+    if profile == "auto":
+        profile = "full" if (gpu_available() or on_colab()) else "ci"
+    if profile not in PROFILE_NAMES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {list(PROFILE_NAMES)} or 'auto'")
+    print(f"profile: {profile}")
+    return dict(profiles[profile], profile=profile)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and (if installed) torch; return a fresh NumPy ``Generator``."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+def setup_torch(threads: int | None = None) -> str:
+    """Pick the device (``cuda`` when present, else ``cpu``) and pin CPU threads.
+
+    On CPU, torch defaults to all cores; with another process busy that collapses throughput,
+    so CI (``CI`` set) and the book runner use one thread. Returns the device name.
+    """
+    import torch
+
+    if threads is None:
+        threads = int(os.environ.get("PULSE_TORCH_THREADS", "1" if os.environ.get("CI") else "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device: {device} (torch threads: {torch.get_num_threads()})")
+    return device
+
+
+def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The book's checkout: ``$PULSE_BOOK_ROOT``, or the first parent holding ``_toc.yml``."""
+    env = os.environ.get("PULSE_BOOK_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "_toc.yml").is_file() and (candidate / "pulse_lib").is_dir():
+            return candidate
+    package_parent = Path(__file__).resolve().parent.parent
+    if (package_parent / "_toc.yml").is_file():
+        return package_parent
+    raise ConfigError(
+        f"cannot find the book's checkout from {here}: run inside the repository "
+        "or set PULSE_BOOK_ROOT"
+    )
+
+
+def datasets_dir() -> Path:
+    """``datasets/`` of the checkout (shipped data)."""
+    return repo_root() / "datasets"
+
+
+def generated_dir() -> Path:
+    """``datasets/generated/``: where chapters write data they generate (ignored by git)."""
+    path = datasets_dir() / "generated"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def package_versions(packages: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:
+    """Installed version of each package, or ``"not installed"``."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def version_stamp(extra: Sequence[str] = ()) -> None:
+    """Print the versions this notebook ran with, and the device it ran on."""
+    print(version_text(extra))
+
+
+def version_text(extra: Sequence[str] = ()) -> str:
+    """The text of :func:`version_stamp`: Python, machine, device and package versions."""
+    versions = package_versions(tuple(KEY_PACKAGES) + tuple(extra))
+    try:
+        import torch
+
+        device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+        threads = torch.get_num_threads()
+    except ImportError:
+        device, threads = "cpu", 0
+    lines = [
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} cores, device {device}, torch threads {threads}",
+        *(f"{name:>12} {version}" for name, version in versions.items() if version != "not installed"),
+    ]
+    return "\n".join(lines)
