@@ -159,7 +159,7 @@ HOLIDAYS_MONTH_DAY: tuple[tuple[int, int], ...] = (
 )
 
 
-def holiday_flags(dates: pd.DatetimeIndex | Sequence[Any]) -> np.ndarray:
+def holiday_flags(dates: pd.DatetimeIndex | np.ndarray | list[Any]) -> np.ndarray:
     """1 on the synthetic calendar's holidays, else 0, for each date."""
     index = pd.DatetimeIndex(dates)
     md = set(HOLIDAYS_MONTH_DAY)
