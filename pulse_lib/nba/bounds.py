@@ -1,0 +1,261 @@
+"""High-confidence lower bounds on off-policy estimates, and the deploy rule built on them.
+
+The point estimators live in :mod:`pulse_lib.ope` (IPS, SNIPS, DR); each returns per-sample
+``terms`` whose mean is the estimate. Here we turn terms into a number we can bet on: a value
+``L`` with ``P(V(pi) >= L) >= 1 - delta``.
+
+- :func:`empirical_bernstein_lower` — Maurer & Pontil (2009, Thm 4): valid for any i.i.d.
+  terms in a known range ``[low, high]``; loose when the range is wide (large weights).
+- :func:`hcope_lower` — Thomas, Theocharous & Ghavamzadeh (2015): clip the terms from above
+  at ``c`` (a clipped mean is never above the true one, so the bound stays valid), choosing
+  ``c`` on a held-out part of the data.
+- :func:`student_t_lower` — the CLT bound ``mean - t s / sqrt(n)``: approximate, often
+  under-covers with heavy-tailed weights.
+- :func:`bootstrap_lower` — percentile bootstrap of a ratio of means (covers IPS and DR with
+  no denominator, SNIPS with the weights as denominator): approximate.
+
+The deploy rule (:func:`deploy`) ships a candidate only when its lower bound beats the
+current policy's value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.ope import doubly_robust, ips, snips
+
+__all__ = [
+    "empirical_bernstein_lower",
+    "hcope_lower",
+    "student_t_lower",
+    "bootstrap_lower",
+    "bootstrap_counts",
+    "all_lower_bounds",
+    "deploy",
+    "DeployOutcome",
+    "score_deploy_rule",
+]
+
+
+def _check_delta(delta: float) -> float:
+    if not (isinstance(delta, (int, float, np.floating)) and 0.0 < float(delta) < 1.0):
+        raise ConfigError(f"delta (the allowed failure probability) must be in (0, 1), got {delta!r}")
+    return float(delta)
+
+
+def _terms(terms: object, name: str = "terms", min_n: int = 2) -> np.ndarray:
+    x = np.asarray(terms, dtype=float)
+    if x.ndim != 1:
+        raise SchemaError(f"{name} must be 1-D, got shape {x.shape}")
+    if x.shape[0] < min_n:
+        raise SchemaError(f"{name} needs at least {min_n} values for a bound, got {x.shape[0]}")
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise SchemaError(f"{name} has a non-finite value {x[bad[0]]!r} at row {int(bad[0])}")
+    return x
+
+
+def empirical_bernstein_lower(terms: object, delta: float = 0.05, *, low: float, high: float) -> float:
+    """One-sided empirical Bernstein lower bound on the mean of i.i.d. terms in ``[low, high]``.
+
+    ``mean - sqrt(2 V ln(2/delta) / n) - 7 (high - low) ln(2/delta) / (3 (n - 1))`` with ``V``
+    the sample variance (Maurer & Pontil 2009, Theorem 4, rescaled from ``[0, 1]``).
+    A term outside the stated range is an error: the bound would silently be wrong.
+    """
+    delta = _check_delta(delta)
+    x = _terms(terms)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ConfigError(f"need finite low < high, got low={low!r}, high={high!r}")
+    outside = np.flatnonzero((x < low - 1e-12) | (x > high + 1e-12))
+    if outside.size:
+        i = int(outside[0])
+        raise SchemaError(f"term at row {i} is {x[i]!r}, outside the stated range [{low}, {high}]")
+    n = x.shape[0]
+    log_term = np.log(2.0 / delta)
+    var = x.var(ddof=1)
+    return float(x.mean() - np.sqrt(2.0 * var * log_term / n) - 7.0 * (high - low) * log_term / (3.0 * (n - 1)))
+
+
+def hcope_lower(terms: object, delta: float = 0.05, *, low: float, holdout: float = 0.2,
+                rng: np.random.Generator | None = None, n_grid: int = 50) -> tuple[float, float]:
+    """Clipped empirical Bernstein bound with the clip chosen on held-out terms (Thomas et al. 2015).
+
+    ``min(X, c) <= X``, so a lower bound on the clipped mean is a lower bound on the true mean
+    whatever ``c`` is; ``c`` trades bias (small ``c``) against range (large ``c``). We pick the
+    ``c`` (among quantiles of the held-out terms) that maximises the bound on the held-out part,
+    then compute the bound once on the rest. Returns ``(lower_bound, c)``.
+    """
+    delta = _check_delta(delta)
+    x = _terms(terms, min_n=10)
+    if not 0.0 < holdout < 1.0:
+        raise ConfigError(f"holdout must be in (0, 1), got {holdout!r}")
+    below = np.flatnonzero(x < low - 1e-12)
+    if below.size:
+        raise SchemaError(f"term at row {int(below[0])} is {x[below[0]]!r}, below the stated low {low}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    perm = rng.permutation(x.shape[0])
+    n_hold = max(2, int(round(holdout * x.shape[0])))
+    hold, rest = x[perm[:n_hold]], x[perm[n_hold:]]
+    if rest.shape[0] < 2:
+        raise SchemaError(f"too few terms ({x.shape[0]}) to hold out {holdout:.0%} and still bound the rest")
+    candidates = np.unique(np.quantile(hold, np.linspace(0.5, 1.0, n_grid)))
+    candidates = candidates[candidates > low]
+    if candidates.size == 0:
+        candidates = np.array([low + 1.0])
+
+    def bound(sample: np.ndarray, c: float, n_eff: int) -> float:
+        clipped = np.minimum(sample, c)
+        log_term = np.log(2.0 / delta)
+        return float(clipped.mean() - np.sqrt(2.0 * clipped.var(ddof=1) * log_term / n_eff)
+                     - 7.0 * (c - low) * log_term / (3.0 * (n_eff - 1)))
+
+    # Score each c on the hold-out as if it had the size of the rest (Thomas et al.'s heuristic).
+    best_c = max(candidates, key=lambda c: bound(hold, c, rest.shape[0]))
+    return bound(rest, float(best_c), rest.shape[0]), float(best_c)
+
+
+def student_t_lower(terms: object, delta: float = 0.05) -> float:
+    """``mean - t_{1-delta, n-1} s / sqrt(n)``: the CLT-based one-sided bound (approximate)."""
+    delta = _check_delta(delta)
+    x = _terms(terms)
+    n = x.shape[0]
+    return float(x.mean() - stats.t.ppf(1.0 - delta, n - 1) * x.std(ddof=1) / np.sqrt(n))
+
+
+def bootstrap_counts(n: int, n_boot: int = 1_000, rng: np.random.Generator | None = None) -> np.ndarray:
+    """``(n_boot, n)`` resample counts (how often each row is drawn), reusable across estimators
+    so that every estimator of one data set is bootstrapped on the same resamples."""
+    if n < 2 or n_boot < 100:
+        raise ConfigError(f"need n >= 2 rows and n_boot >= 100 resamples, got n={n}, n_boot={n_boot}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+
+
+def bootstrap_lower(numerator: object, denominator: object | None = None, delta: float = 0.05,
+                    n_boot: int = 1_000, rng: np.random.Generator | None = None,
+                    counts: np.ndarray | None = None) -> float:
+    """Percentile-bootstrap lower bound of ``mean(numerator) / mean(denominator)``.
+
+    With no denominator this bootstraps a mean of terms (IPS, DR); with the importance weights
+    as denominator it bootstraps SNIPS properly (the ratio is recomputed on every resample).
+    Resamples are drawn as multinomial counts, so the cost is one matrix product; pass
+    ``counts`` from :func:`bootstrap_counts` to reuse resamples.
+    """
+    delta = _check_delta(delta)
+    num = _terms(numerator, "numerator")
+    n = num.shape[0]
+    den = np.ones(n) if denominator is None else _terms(denominator, "denominator")
+    if den.shape != num.shape:
+        raise SchemaError(f"denominator has shape {den.shape}, numerator {num.shape}")
+    if counts is not None:
+        counts = np.asarray(counts, dtype=float)
+        if counts.ndim != 2 or counts.shape[1] != n:
+            raise SchemaError(f"counts must have shape (n_boot, {n}), got {counts.shape}")
+        d = counts @ den
+        with np.errstate(divide="ignore", invalid="ignore"):
+            estimates = np.where(d > 0, (counts @ num) / np.where(d > 0, d, 1.0), 0.0)
+        return float(np.quantile(estimates, delta))
+    if n_boot < 100:
+        raise ConfigError(f"n_boot must be >= 100 for a 1-delta quantile, got {n_boot}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    estimates = np.empty(n_boot)
+    chunk = max(1, min(n_boot, 20_000_000 // max(n, 1)))  # keep the count matrix ~160 MB at most
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
+        d = counts @ den
+        with np.errstate(divide="ignore", invalid="ignore"):
+            estimates[start:start + size] = np.where(d > 0, (counts @ num) / np.where(d > 0, d, 1.0), 0.0)
+    return float(np.quantile(estimates, delta))
+
+
+def deploy(lower_bound_candidate: float, value_current: float) -> bool:
+    """The deploy rule: ship the candidate only if its lower bound beats the current value."""
+    if not (np.isfinite(lower_bound_candidate) and np.isfinite(value_current)):
+        raise SchemaError(f"deploy needs finite numbers, got {lower_bound_candidate!r} and {value_current!r}")
+    return bool(lower_bound_candidate > value_current)
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    """How a deploy rule did over many decisions with known true values."""
+
+    ship_rate: float  # fraction of decisions that shipped the candidate
+    harmful_ship_rate: float  # fraction that shipped a candidate truly worse than the current policy
+    value_given_up: float  # mean true value lost against the oracle rule (ship iff truly better)
+    oracle_gain: float  # mean true gain of the oracle rule over always keeping the current policy
+
+
+def score_deploy_rule(shipped: np.ndarray, true_candidate: np.ndarray, true_current: np.ndarray) -> DeployOutcome:
+    """Score ship/keep decisions against the truth (arrays over replications)."""
+    s = np.asarray(shipped, dtype=bool)
+    vc = np.asarray(true_candidate, dtype=float)
+    v0 = np.asarray(true_current, dtype=float)
+    if not (s.shape == vc.shape == v0.shape) or s.ndim != 1:
+        raise SchemaError(f"shapes differ: shipped {s.shape}, true_candidate {vc.shape}, true_current {v0.shape}")
+    gain = vc - v0
+    achieved = np.where(s, gain, 0.0)
+    oracle = np.maximum(gain, 0.0)
+    return DeployOutcome(
+        ship_rate=float(s.mean()),
+        harmful_ship_rate=float(np.mean(s & (gain < 0))),
+        value_given_up=float(np.mean(oracle - achieved)),
+        oracle_gain=float(oracle.mean()),
+    )
+
+
+
+def all_lower_bounds(rewards: object, target_prob: object, behaviour_prob: object, q_hat_logged_action: object,
+                     v_hat_target: object, *, reward_range: tuple[float, float], max_weight: float,
+                     delta: float = 0.05, counts: np.ndarray | None = None,
+                     rng: np.random.Generator | None = None) -> dict[tuple[str, str], float]:
+    """Point estimates and lower bounds of IPS, SNIPS and DR on one logged data set.
+
+    Keys are ``(estimator, method)`` with method ``"estimate"``, ``"EB"`` (empirical Bernstein
+    with the range implied by ``reward_range`` and ``max_weight``), ``"HCOPE"`` (clipped EB, IPS
+    only), ``"t"`` and ``"bootstrap"`` (SNIPS bootstraps its ratio). Estimates, ``t`` and
+    bootstrap use the rewards as given. EB and HCOPE need non-negative IPS terms, so they bound
+    ``E[w (r - low)] = V - low`` (true when every action the target takes has positive logging
+    probability) and add ``low`` back.
+
+    ``max_weight`` must bound ``target_prob / behaviour_prob`` over all contexts and actions (not
+    only the logged ones): it is a property of the two policies, and a bound computed from the
+    logged rows alone would not be a bound.
+    """
+    r_low, r_high = (float(v) for v in reward_range)
+    if not r_high > r_low:
+        raise ConfigError(f"reward_range must be (low, high) with high > low, got {reward_range!r}")
+    r = np.asarray(rewards, dtype=float)
+    outside = np.flatnonzero((r < r_low) | (r > r_high))
+    if outside.size:
+        raise SchemaError(f"reward at row {int(outside[0])} is {r[outside[0]]!r}, outside reward_range {reward_range}")
+    # The reward model's predictions are clipped to the reward range, so the DR range holds.
+    q = np.clip(np.asarray(q_hat_logged_action, dtype=float), r_low, r_high)
+    v = np.clip(np.asarray(v_hat_target, dtype=float), r_low, r_high)
+    span = r_high - r_low
+    est = {"IPS": ips(r, target_prob, behaviour_prob), "SNIPS": snips(r, target_prob, behaviour_prob),
+           "DR": doubly_robust(r, target_prob, behaviour_prob, q, v)}
+    ips_shifted = ips(r - r_low, target_prob, behaviour_prob).terms
+    weights = np.asarray(target_prob, dtype=float) / np.asarray(behaviour_prob, dtype=float)
+    if weights.max() > max_weight * (1 + 1e-9):
+        i = int(np.argmax(weights))
+        raise SchemaError(f"weight {weights[i]!r} at row {i} exceeds max_weight {max_weight!r}")
+    out: dict[tuple[str, str], float] = {}
+    for name, e in est.items():
+        out[(name, "estimate")] = e.value
+        out[(name, "t")] = student_t_lower(e.terms, delta)
+    out[("IPS", "EB")] = empirical_bernstein_lower(ips_shifted, delta, low=0.0, high=max_weight * span) + r_low
+    out[("IPS", "HCOPE")] = hcope_lower(ips_shifted, delta, low=0.0, rng=rng)[0] + r_low
+    # DR terms: v in [r_low, r_high] plus w (r - q) in [-w_max span, w_max span]
+    out[("DR", "EB")] = empirical_bernstein_lower(est["DR"].terms, delta, low=r_low - max_weight * span,
+                                                  high=r_high + max_weight * span)
+    n = r.shape[0]
+    counts = bootstrap_counts(n, rng=rng) if counts is None else counts
+    out[("IPS", "bootstrap")] = bootstrap_lower(weights * r, delta=delta, counts=counts)
+    out[("SNIPS", "bootstrap")] = bootstrap_lower(weights * r, weights, delta=delta, counts=counts)
+    out[("DR", "bootstrap")] = bootstrap_lower(est["DR"].terms, delta=delta, counts=counts)
+    return out

@@ -1,0 +1,287 @@
+"""Off-policy estimators on plain arrays: bandit (per-decision) and trajectory estimators.
+
+Every estimator returns an :class:`OPEEstimate` whose ``terms`` are per-sample contributions
+(per logged decision for the bandit estimators, per episode for the trajectory estimators) whose
+mean is the estimate, so a caller can put a confidence interval on it (``est.ci()``) or
+bootstrap it.
+
+Notation: a logged decision ``i`` has reward ``r_i``, behaviour (logging) propensity
+``mu_i = mu(a_i | x_i)`` and target probability ``pi_i = pi(a_i | x_i)`` of the *logged* action;
+the importance weight is ``w_i = pi_i / mu_i``.
+
+References: Horvitz & Thompson (1952) for IPS; Swaminathan & Joachims (2015) for SNIPS;
+Dudík, Langford & Li (2011) for doubly robust; Precup, Sutton & Singh (2000) for per-decision
+importance sampling; Thomas (2015) and Voloshin et al. (2021) for the weighted variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from pulse_lib.errors import SchemaError
+
+__all__ = [
+    "OPEEstimate",
+    "ips",
+    "snips",
+    "direct_method",
+    "doubly_robust",
+    "trajectory_is",
+    "trajectory_wis",
+    "per_decision_is",
+    "weighted_per_decision_is",
+    "TRAJECTORY_ESTIMATORS",
+]
+
+
+@dataclass(frozen=True)
+class OPEEstimate:
+    """The value of a target policy estimated from logged data.
+
+    Attributes:
+        value: the estimate; always equal to ``terms.mean()``.
+        terms: per-sample contributions (one per decision or per episode) whose mean is
+            ``value``. For the self-normalised estimators (SNIPS, WIS, weighted PDIS) the terms
+            are ``w_i r_i / mean(w)``: their mean is the estimate, and their spread gives an
+            approximate (delta-method-free, slightly optimistic) standard error.
+        name: short name of the estimator (``"IPS"``, ``"SNIPS"``, ...).
+    """
+
+    value: float
+    terms: np.ndarray
+    name: str
+
+    @property
+    def n(self) -> int:
+        """Number of terms (decisions or episodes)."""
+        return int(self.terms.shape[0])
+
+    @property
+    def stderr(self) -> float:
+        """Standard error of the mean of ``terms`` (``nan`` with a single term)."""
+        if self.n < 2:
+            return float("nan")
+        return float(np.std(self.terms, ddof=1) / np.sqrt(self.n))
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Normal-approximation confidence interval ``value ± z * stderr``."""
+        if not 0.0 < level < 1.0:
+            raise SchemaError(f"confidence level must be in (0, 1), got {level!r}")
+        z = float(stats.norm.ppf(0.5 + level / 2.0))
+        return (self.value - z * self.stderr, self.value + z * self.stderr)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_1d(name: str, values: object, n: int | None = None) -> np.ndarray:
+    """A finite float64 1-D array, or a :class:`SchemaError` naming the argument and row."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{name} must be numeric: {exc}") from exc
+    if arr.ndim != 1:
+        raise SchemaError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise SchemaError(f"{name} is empty: an estimate needs at least one sample")
+    if n is not None and arr.shape[0] != n:
+        raise SchemaError(f"{name} has {arr.shape[0]} rows, expected {n} (same as rewards)")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise SchemaError(f"{name} has a non-finite value {arr[bad[0]].item()!r} at row {int(bad[0])}")
+    return arr
+
+
+def _probabilities(name: str, values: object, n: int, *, allow_zero: bool) -> np.ndarray:
+    arr = _as_1d(name, values, n)
+    bad = np.flatnonzero((arr < 0.0) | (arr > 1.0) | ((arr == 0.0) if not allow_zero else False))
+    if bad.size:
+        i = int(bad[0])
+        rule = "[0, 1]" if allow_zero else "(0, 1] (a zero propensity makes the weight infinite)"
+        raise SchemaError(f"{name} must be in {rule}; row {i} is {arr[i].item()!r}")
+    return arr
+
+
+def _weights(rewards: object, target_prob: object, behaviour_prob: object) -> tuple[np.ndarray, np.ndarray]:
+    r = _as_1d("rewards", rewards)
+    pi = _probabilities("target_prob", target_prob, r.shape[0], allow_zero=True)
+    mu = _probabilities("behaviour_prob", behaviour_prob, r.shape[0], allow_zero=False)
+    return r, pi / mu
+
+
+def _estimate(terms: np.ndarray, name: str) -> OPEEstimate:
+    terms = np.ascontiguousarray(terms, dtype=np.float64)
+    terms.setflags(write=False)  # the dataclass is frozen; keep its array so too
+    return OPEEstimate(value=float(terms.mean()), terms=terms, name=name)
+
+
+# --------------------------------------------------------------------------- bandit estimators
+
+
+def ips(rewards: object, target_prob: object, behaviour_prob: object) -> OPEEstimate:
+    """Inverse propensity scoring: ``mean(w_i r_i)``, unbiased when ``mu > 0`` wherever ``pi > 0``."""
+    r, w = _weights(rewards, target_prob, behaviour_prob)
+    return _estimate(w * r, "IPS")
+
+
+def snips(rewards: object, target_prob: object, behaviour_prob: object) -> OPEEstimate:
+    """Self-normalised IPS: ``sum(w r) / sum(w)``; terms are ``w_i r_i / mean(w)``.
+
+    Biased (consistent) but with far less variance than IPS when weights are large.
+    Raises :class:`SchemaError` if every weight is zero (the target never takes a logged action).
+    """
+    r, w = _weights(rewards, target_prob, behaviour_prob)
+    mean_w = w.mean()
+    if mean_w == 0.0:
+        raise SchemaError("SNIPS undefined: target_prob is zero on every logged action")
+    return _estimate(w * r / mean_w, "SNIPS")
+
+
+def direct_method(predicted_value_under_target: object) -> OPEEstimate:
+    """Direct method: the mean of a model's predicted value of the target policy per context,
+    ``v_hat(x_i) = sum_a pi(a|x_i) q_hat(x_i, a)``. As good as the model, no better."""
+    v = _as_1d("predicted_value_under_target", predicted_value_under_target)
+    return _estimate(v, "DM")
+
+
+def doubly_robust(
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    q_hat_logged_action: object,
+    v_hat_target: object,
+) -> OPEEstimate:
+    """Doubly robust: ``mean(v_hat(x_i) + w_i (r_i - q_hat(x_i, a_i)))``.
+
+    Unbiased if either the propensities or the reward model are right.
+    """
+    r, w = _weights(rewards, target_prob, behaviour_prob)
+    q = _as_1d("q_hat_logged_action", q_hat_logged_action, r.shape[0])
+    v = _as_1d("v_hat_target", v_hat_target, r.shape[0])
+    return _estimate(v + w * (r - q), "DR")
+
+
+# --------------------------------------------------------------------------- trajectory estimators
+
+
+@dataclass(frozen=True)
+class _Episodes:
+    """Logged episodes as a dense (episodes x horizon) grid, padded after each episode's end."""
+
+    rewards: np.ndarray  # (E, H), 0 after the end
+    cum_weights: np.ndarray  # (E, H) cumulative product of w; carried forward after the end
+    discounts: np.ndarray  # (H,)
+    lengths: np.ndarray  # (E,)
+
+
+def _episodes(
+    episode_ids: object,
+    steps: object,
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    gamma: float,
+) -> _Episodes:
+    r, w = _weights(rewards, target_prob, behaviour_prob)
+    n = r.shape[0]
+    ids = np.asarray(episode_ids)
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise SchemaError(f"episode_ids must be 1-D with {n} rows, got shape {ids.shape}")
+    st = np.asarray(steps)
+    if st.ndim != 1 or st.shape[0] != n:
+        raise SchemaError(f"steps must be 1-D with {n} rows, got shape {st.shape}")
+    if not np.issubdtype(st.dtype, np.integer):
+        raise SchemaError(f"steps must be integers (0, 1, 2, ... within an episode), got dtype {st.dtype}")
+    if not (isinstance(gamma, (int, float, np.floating)) and 0.0 < float(gamma) <= 1.0):
+        raise SchemaError(f"gamma must be in (0, 1], got {gamma!r}")
+    _, episode_index = np.unique(ids, return_inverse=True)
+    order = np.lexsort((st, episode_index))
+    e_sorted, s_sorted = episode_index[order], st[order]
+    n_episodes = int(episode_index.max()) + 1
+    lengths = np.bincount(e_sorted, minlength=n_episodes)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    expected_step = np.arange(n) - np.repeat(starts, lengths)
+    bad = np.flatnonzero(s_sorted != expected_step)
+    if bad.size:
+        row = int(order[bad[0]])
+        raise SchemaError(
+            f"episode {ids[row].item()!r}: steps must run 0, 1, 2, ... without gaps or repeats; "
+            f"row {row} has step {st[row].item()!r}, expected {int(expected_step[bad[0]])}"
+        )
+    horizon = int(lengths.max())
+    grid_r = np.zeros((n_episodes, horizon))
+    grid_w = np.ones((n_episodes, horizon))  # weight 1 after the end: the product carries forward
+    grid_r[e_sorted, s_sorted] = r[order]
+    grid_w[e_sorted, s_sorted] = w[order]
+    discounts = float(gamma) ** np.arange(horizon)
+    return _Episodes(grid_r, np.cumprod(grid_w, axis=1), discounts, lengths)
+
+
+def trajectory_is(
+    episode_ids: object, steps: object, rewards: object, target_prob: object,
+    behaviour_prob: object, gamma: float = 1.0,
+) -> OPEEstimate:
+    """Trajectory-wise importance sampling: ``mean_i( prod_t w_it * sum_t gamma^t r_it )``.
+
+    One term per episode (in sorted order of ``episode_ids``). Unbiased, high variance.
+    """
+    ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
+    returns = ep.rewards @ ep.discounts
+    return _estimate(ep.cum_weights[:, -1] * returns, "IS")
+
+
+def trajectory_wis(
+    episode_ids: object, steps: object, rewards: object, target_prob: object,
+    behaviour_prob: object, gamma: float = 1.0,
+) -> OPEEstimate:
+    """Weighted (self-normalised) trajectory IS: ``sum_i rho_i G_i / sum_i rho_i``.
+
+    Terms are ``rho_i G_i / mean(rho)``. Biased, consistent, much lower variance than IS.
+    """
+    ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
+    rho = ep.cum_weights[:, -1]
+    if rho.mean() == 0.0:
+        raise SchemaError("WIS undefined: every episode has importance weight zero")
+    return _estimate(rho * (ep.rewards @ ep.discounts) / rho.mean(), "WIS")
+
+
+def per_decision_is(
+    episode_ids: object, steps: object, rewards: object, target_prob: object,
+    behaviour_prob: object, gamma: float = 1.0,
+) -> OPEEstimate:
+    """Per-decision (step-wise) IS: ``mean_i sum_t gamma^t rho_{i,0:t} r_it``.
+
+    A reward is weighted only by the decisions that preceded it; unbiased, lower variance than IS.
+    """
+    ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
+    return _estimate((ep.cum_weights * ep.rewards) @ ep.discounts, "PDIS")
+
+
+def weighted_per_decision_is(
+    episode_ids: object, steps: object, rewards: object, target_prob: object,
+    behaviour_prob: object, gamma: float = 1.0,
+) -> OPEEstimate:
+    """Weighted per-decision IS: ``sum_t gamma^t sum_i rho_{i,0:t} r_it / sum_i rho_{i,0:t}``.
+
+    Episodes shorter than the longest are treated as absorbing after their end (reward 0,
+    weight carried forward), so every step normalises over all episodes. Terms are
+    ``sum_t gamma^t rho_it r_it / mean_j(rho_jt)``.
+    """
+    ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
+    mean_w = ep.cum_weights.mean(axis=0)
+    zero = np.flatnonzero(mean_w == 0.0)
+    if zero.size:
+        raise SchemaError(f"WPDIS undefined: every episode has cumulative weight zero at step {int(zero[0])}")
+    return _estimate((ep.cum_weights * ep.rewards / mean_w) @ ep.discounts, "WPDIS")
+
+
+#: The trajectory estimators by name, for loops in chapters.
+TRAJECTORY_ESTIMATORS = {
+    "IS": trajectory_is,
+    "WIS": trajectory_wis,
+    "PDIS": per_decision_is,
+    "WPDIS": weighted_per_decision_is,
+}

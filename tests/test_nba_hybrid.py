@@ -1,0 +1,275 @@
+"""Tests of the hybrid linear bandit and the intent-based policy selector (pulse_lib.nba.hybrid)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.nba.hybrid import HybridLinearBandit, IntentPolicySelector
+
+D, P = 4, 3
+
+
+def _bandit(n_actions: int = 3, exploration: str = "ucb", m: int = 1, lam: float = 1.0, lam_a: float = 1.0,
+            seed: int = 0) -> HybridLinearBandit:
+    b = HybridLinearBandit(D, P, objectives=tuple(f"o{i}" for i in range(m)), exploration=exploration,
+                           alpha=1.0, prior_precision=lam, action_prior_precision=lam_a, seed=seed)
+    feats = np.eye(P)
+    for a in range(n_actions):
+        b.add_action(a, feats[a % P], cost=0.0)
+    return b
+
+
+def _data(n: int, n_actions: int, m: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, D))
+    a = rng.integers(0, n_actions, size=n)
+    r = rng.standard_normal((n, m))
+    return x, a, r
+
+
+def _joint_design(bandit: HybridLinearBandit, x: np.ndarray, a: np.ndarray, ids: list[int]) -> np.ndarray:
+    """Rows [z_{x,a}, e_a (x) x]: the hybrid model as one big linear regression."""
+    rows = []
+    for xi, ai in zip(x, a):
+        z = np.kron(bandit.arms[int(ai)].features, xi)
+        per = np.zeros(len(ids) * D)
+        j = ids.index(int(ai))
+        per[j * D:(j + 1) * D] = xi
+        rows.append(np.concatenate([z, per]))
+    return np.array(rows)
+
+
+def test_ridge_solution_equals_closed_form() -> None:
+    bandit = _bandit(n_actions=3, m=2, lam=0.7, lam_a=3.0)
+    x, a, r = _data(200, 3, m=2)
+    bandit.update(x, a, r)
+    F = _joint_design(bandit, x, a, [0, 1, 2])
+    penalty = np.diag(np.r_[np.full(bandit.k, 0.7), np.full(3 * D, 3.0)])
+    coef = np.linalg.solve(F.T @ F + penalty, F.T @ r)
+    np.testing.assert_allclose(bandit.beta, coef[:bandit.k], atol=1e-8)
+    for j in range(3):
+        np.testing.assert_allclose(bandit.theta(j), coef[bandit.k + j * D: bandit.k + (j + 1) * D], atol=1e-8)
+
+
+def test_ucb_width_equals_joint_posterior_quadratic_form() -> None:
+    bandit = _bandit(n_actions=3)
+    x, a, r = _data(150, 3, seed=1)
+    bandit.update(x, a, r)
+    F = _joint_design(bandit, x, a, [0, 1, 2])
+    cov = np.linalg.inv(F.T @ F + np.eye(F.shape[1]))
+    xq = np.random.default_rng(2).standard_normal((5, D))
+    width = bandit.ucb_width(xq)
+    for j in range(3):
+        f = _joint_design(bandit, xq, np.full(5, j), [0, 1, 2])
+        np.testing.assert_allclose(width[:, j], np.sqrt(np.einsum("ni,ij,nj->n", f, cov, f)), rtol=1e-8)
+
+
+def test_batch_update_equals_one_at_a_time() -> None:
+    x, a, r = _data(60, 3, seed=3)
+    batch, single = _bandit(), _bandit()
+    batch.update(x, a, r)
+    for i in range(60):
+        single.update(x[i:i + 1], a[i:i + 1], r[i:i + 1])
+    np.testing.assert_allclose(batch.beta, single.beta, atol=1e-10)
+    np.testing.assert_allclose(batch.theta(2), single.theta(2), atol=1e-10)
+
+
+def test_weights_combine_objectives_without_retraining() -> None:
+    x, a, r = _data(100, 3, m=2, seed=4)
+    two = _bandit(m=2)
+    two.update(x, a, r)
+    two.set_weights([2.0, -0.5])
+    one = _bandit(m=1)
+    one.update(x, a, r @ np.array([2.0, -0.5]))
+    xq = np.random.default_rng(5).standard_normal((7, D))
+    np.testing.assert_allclose(two.expected_reward(xq)[0], one.expected_reward(xq)[0], atol=1e-10)
+
+
+def test_cost_is_subtracted_with_its_weight() -> None:
+    b = HybridLinearBandit(D, P, cost_weight=2.0, exploration="greedy")
+    b.add_action(0, np.eye(P)[0], cost=0.0)
+    b.add_action(1, np.eye(P)[0], cost=0.25)
+    mean, ids = b.expected_reward(np.ones((1, D)))
+    assert mean[0, 0] - mean[0, 1] == pytest.approx(0.5)
+    assert b.choose(np.ones((3, D))).tolist() == [0, 0, 0]
+
+
+def test_thompson_draws_match_the_posterior() -> None:
+    bandit = _bandit(exploration="ts")
+    x, a, r = _data(80, 3, seed=6)
+    bandit.update(x, a, r)
+    xq = np.tile(np.random.default_rng(7).standard_normal(D), (4000, 1))
+    draws = bandit._thompson(xq)
+    mean, _ = bandit.expected_reward(xq[:1])
+    width = bandit.ucb_width(xq[:1])
+    np.testing.assert_allclose(draws.mean(axis=0), mean[0], atol=4 * width[0].max() / np.sqrt(4000))
+    np.testing.assert_allclose(draws.std(axis=0), width[0], rtol=0.08)
+    # one draw per batch: same distribution across batches, one value per batch
+    bandit.sample_per = "batch"
+    per_batch = np.array([bandit.scores(xq[:2])[0][0] for _ in range(3000)])
+    np.testing.assert_allclose(per_batch.mean(axis=0), mean[0], atol=4 * width[0].max() / np.sqrt(3000))
+    np.testing.assert_allclose(per_batch.std(axis=0), width[0], rtol=0.08)
+
+
+def test_new_action_borrows_shared_knowledge() -> None:
+    """A world that is exactly hybrid-linear with no per-action deviation: a new action's
+    prediction, before any data of its own, comes from beta and is close to the truth."""
+    rng = np.random.default_rng(8)
+    beta_true = rng.standard_normal((P, D))
+    bandit = HybridLinearBandit(D, P, exploration="greedy", prior_precision=1.0, action_prior_precision=50.0)
+    feats = np.eye(P)
+    for act in range(6):  # two actions of each kind
+        bandit.add_action(act, feats[act % P])
+    x = rng.standard_normal((3000, D))
+    a = rng.integers(0, 6, 3000)
+    r = np.einsum("np,pd,nd->n", feats[a % P], beta_true, x) + 0.1 * rng.standard_normal(3000)
+    bandit.update(x, a, r)
+    bandit.add_action(10, feats[1])  # same features as actions 1 and 4: a new offer of a known kind
+    xq = rng.standard_normal((50, D))
+    mean, ids = bandit.expected_reward(xq)
+    new_pred = mean[:, list(ids).index(10)]
+    truth = xq @ beta_true[1]
+    assert np.max(np.abs(new_pred - truth)) < 0.1 * np.max(np.abs(truth))
+    assert bandit.arms[10].n == 0
+
+
+def test_retire_keeps_shared_estimate_and_drops_action() -> None:
+    bandit = _bandit()
+    x, a, r = _data(120, 3, seed=9)
+    bandit.update(x, a, r)
+    before = bandit.beta
+    bandit.retire_action(1)
+    np.testing.assert_allclose(bandit.beta, before, atol=1e-10)
+    assert 1 not in bandit.arms and 1 not in bandit.active_actions
+    assert 1 not in set(bandit.choose(np.random.default_rng(0).standard_normal((200, D))).tolist())
+    with pytest.raises(ConfigError, match="retired"):
+        bandit.add_action(1, np.eye(P)[0])
+    with pytest.raises(SchemaError, match="retired"):
+        bandit.update(x[:1], np.array([1]), r[:1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "retire", "update", "choose"]), st.integers(0, 7)),
+                min_size=1, max_size=25),
+       st.sampled_from(["ucb", "ts", "greedy"]))
+def test_retired_actions_are_never_recommended(ops: list[tuple[str, int]], exploration: str) -> None:
+    bandit = HybridLinearBandit(D, P, exploration=exploration, seed=1)
+    bandit.add_action(100, np.eye(P)[0])  # one action that stays, so a choice always exists
+    rng = np.random.default_rng(0)
+    for op, action in ops:
+        if op == "add" and action not in bandit.arms and action not in bandit.retired:
+            bandit.add_action(action, np.eye(P)[action % P])
+        elif op == "retire" and action in bandit.arms:
+            beta_before = bandit.beta
+            bandit.retire_action(action)
+            np.testing.assert_allclose(bandit.beta, beta_before, atol=1e-8)
+        elif op == "update":
+            ids = bandit.active_actions
+            acts = rng.choice(ids, size=5)
+            bandit.update(rng.standard_normal((5, D)), acts, rng.standard_normal(5))
+        elif op == "choose":
+            chosen = bandit.choose(rng.standard_normal((20, D)))
+            assert set(chosen.tolist()) <= set(bandit.active_actions.tolist())
+            assert not set(chosen.tolist()) & bandit.retired
+    chosen = bandit.choose(rng.standard_normal((20, D)))
+    assert not set(chosen.tolist()) & bandit.retired
+
+
+def test_choose_respects_available_subset() -> None:
+    bandit = _bandit(n_actions=3)
+    chosen = bandit.choose(np.random.default_rng(1).standard_normal((50, D)), available=np.array([2]))
+    assert set(chosen.tolist()) == {2}
+    with pytest.raises(ConfigError, match="available"):
+        bandit.choose(np.zeros((1, D)), available=np.array([42]))
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    bandit = _bandit(n_actions=2)
+    x, a, r = _data(10, 2)
+    props = np.full(10, 0.5)
+    with pytest.raises(SchemaError, match="action 5 at row 3 is unknown"):
+        bad_a = a.copy()
+        bad_a[3] = 5
+        bandit.warm_start(x, bad_a, r, props)
+    with pytest.raises(SchemaError, match="4 columns"):
+        bandit.warm_start(x[:, :3], a, r, props)
+    zero = props.copy()
+    zero[2] = 0.0
+    with pytest.raises(SchemaError, match="row 2"):
+        bandit.warm_start(x, a, r, zero)
+    missing = props.copy()
+    missing[7] = np.nan
+    with pytest.raises(SchemaError, match="row 7"):
+        bandit.warm_start(x, a, r, missing)
+    nan_x = x.copy()
+    nan_x[4, 1] = np.nan
+    with pytest.raises(SchemaError, match="row 4"):
+        bandit.update(nan_x, a, r)
+    with pytest.raises(SchemaError, match="shape"):
+        bandit.update(x, a, np.zeros((10, 2)))
+    with pytest.raises(SchemaError, match="4 columns"):
+        bandit.choose(np.zeros((2, 5)))
+    with pytest.raises(ConfigError, match="exploration"):
+        HybridLinearBandit(D, P, exploration="softmax")
+    with pytest.raises(ConfigError, match="weights"):
+        bandit.set_weights([1.0, 2.0])
+    with pytest.raises(ConfigError, match="no active action"):
+        HybridLinearBandit(D, P).choose(np.zeros((1, D)))
+
+
+def test_memory_per_action_is_reported() -> None:
+    bandit = _bandit(n_actions=2)
+    mem = bandit.memory_bytes()
+    per = (D * D + D * D * P + D * 1 + P) * 8
+    assert mem["per_action"] == per
+    assert mem["total"] == mem["shared"] + 2 * per
+
+
+def test_intent_selector_routes_by_predicted_intent() -> None:
+    rng = np.random.default_rng(11)
+    x = np.column_stack([np.ones(4000), rng.standard_normal(4000), rng.standard_normal((4000, D - 2))])
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(-0.5 + 2.0 * x[:, 1])))).astype(float)
+    high = _bandit(n_actions=3, exploration="greedy", m=2)
+    low = _bandit(n_actions=3, exploration="greedy", m=2)
+    actions = np.arange(4000) % 3
+    # Objective 0 (the target event) pays for action 0, objective 1 (progression) for action 1.
+    signals = np.column_stack([(actions == 0), (actions == 1)]).astype(float)
+    selector = IntentPolicySelector({"high": high, "low": low}, threshold=0.5)
+    selector.fit_intent(x, y)
+    assert selector.coef[1] == pytest.approx(2.0, abs=0.3)
+    selector.update(x, actions, signals)
+    high.set_weights([1.0, 0.0])
+    low.set_weights([0.0, 1.0])
+    xq = np.column_stack([np.ones(6), np.array([2.0, 2.5, 3.0, -2.0, -2.5, -3.0]), np.zeros((6, D - 2))])
+    assert selector.route(xq).tolist() == [True] * 3 + [False] * 3
+    assert selector.choose(xq).tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(SchemaError, match="0/1"):
+        selector.fit_intent(x, y + 0.5)
+    with pytest.raises(ConfigError, match="'high' and 'low'"):
+        IntentPolicySelector({"a": high, "b": low})
+
+
+def test_incremental_add_and_retire_match_a_full_recompute() -> None:
+    for exploration in ("ucb", "ts"):
+        bandit = _bandit(n_actions=3, exploration=exploration, lam_a=4.0)
+        x, a, r = _data(100, 3, seed=12)
+        bandit.update(x, a, r)
+        xq = np.random.default_rng(13).standard_normal((9, D))
+        bandit.scores(xq)  # computes and caches the posterior (and M or the Cholesky factors)
+        bandit.add_action(7, np.array([0.5, 0.5, 0.0]), cost=0.1)
+        bandit.retire_action(1)
+        inc_mean, inc_ids = bandit.expected_reward(xq)
+        inc_width = bandit.ucb_width(xq)
+        inc_cache = {k: v.copy() for k, v in bandit._cache.items()}
+        bandit._cache = None
+        full_mean, full_ids = bandit.expected_reward(xq)
+        order = [list(full_ids).index(i) for i in inc_ids]
+        np.testing.assert_allclose(inc_mean, full_mean[:, order], atol=1e-9)
+        np.testing.assert_allclose(inc_width, bandit.ucb_width(xq)[:, order], atol=1e-9)
+        if exploration == "ts":
+            bandit._extra("La")
+            np.testing.assert_allclose(inc_cache["La"], bandit._cache["La"][order], atol=1e-9)
