@@ -1,0 +1,39 @@
+"""Smoke test of the PulseRL benchmarks: each runs with --quick and writes valid JSON."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+EXPECTED = {
+    "pulserl_cql_speed": {"d3rlpy_steps_per_s", "plain_torch_steps_per_s", "speedup_plain_over_d3rlpy"},
+    "pulserl_scoring": {"users", "users_per_s", "meets_target"},
+    "pulserl_memory": {"parquet_zstd_mb_per_million", "pandas_in_memory_mb_per_million", "d3rlpy_arrays_mb_per_million"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_benchmark_quick_mode_writes_json(name: str, tmp_path: Path) -> None:
+    # in-process (the scripts' main takes argv): no new interpreter, torch and d3rlpy imported once
+    sys.path.insert(0, str(BENCH))
+    try:
+        script = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+    written = script.main(["--quick", "--out-dir", str(tmp_path)])
+    assert Path(written) == tmp_path / f"{name}.json"
+    payload = json.loads((tmp_path / f"{name}.json").read_text())
+    assert payload["quick"] is True
+    assert {"cores", "cpu_model", "torch_threads", "date"} <= set(payload["machine"])
+    results = payload["results"]
+    values = list(results.values()) if all(isinstance(v, dict) for v in results.values()) else [results]
+    for entry in values:
+        assert EXPECTED[name] <= set(entry), (name, entry)
+        for key in EXPECTED[name]:
+            assert entry[key] is not None
