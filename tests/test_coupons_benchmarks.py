@@ -1,0 +1,38 @@
+"""Smoke tests: the coupon benchmarks run in quick mode and write valid JSON with the expected keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name, keys", [
+    ("coupons_lambda_compute", {"machine", "settings", "routes", "updates_ratio", "seconds_ratio", "retention_difference"}),
+    ("coupons_rbcq_speed", {"machine", "settings", "speed", "memory"}),
+])
+def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> None:
+    path = load(name).main(["--quick", "--out-dir", str(tmp_path)])
+    payload = json.loads(path.read_text())
+    assert keys <= set(payload) and payload["quick"] is True
+    assert {"cores", "cpu_model", "torch_threads", "date"} <= set(payload["machine"])
+    if name == "coupons_lambda_compute":
+        routes = {r["route"] for r in payload["routes"]}
+        assert routes == {"lambda-generalized", "per-lambda retraining"}
+        assert payload["updates_ratio"] > 0
+    else:
+        assert payload["memory"]["explicit_over_logged"] > 1
+        assert all(s["rbcq_steps_per_s"] > 0 for s in payload["speed"])
