@@ -28,35 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from machine import machine_info  # noqa: E402  (benchmarks/ is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "channel_model_backends"
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    try:
-        import torch
-
-        threads = torch.get_num_threads()
-    except ImportError:
-        threads = 0
-    return {
-        "cores": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": threads,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
-        "load_average_1min_at_start": os.getloadavg()[0],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _cpu_seconds() -> float:

@@ -24,6 +24,7 @@ import numpy as np
 
 from pulse_lib.io import atomic_write
 from pulse_lib.nba.hybrid import HybridLinearBandit
+from machine import machine_info  # noqa: E402  (benchmarks/ is on sys.path)
 
 MODES = {  # name -> (exploration, sample_per)
     "greedy": ("greedy", "decision"),
@@ -32,28 +33,6 @@ MODES = {  # name -> (exploration, sample_per)
     "ts_per_batch": ("ts", "batch"),
 }
 
-
-def machine_info() -> dict[str, object]:
-    """Cores, CPU model, torch threads, library versions and the date of the run."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        torch_threads: int | None = torch.get_num_threads()
-    except ImportError:
-        torch_threads = None
-    return {
-        "cores": os.cpu_count(), "cpu_model": model, "torch_threads": torch_threads,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
-        "numpy": np.__version__, "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def build(d: int, p: int, n_actions: int, exploration: str, sample_per: str, seed: int = 0) -> HybridLinearBandit:

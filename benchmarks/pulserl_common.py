@@ -10,34 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from pulse_lib.io import atomic_write
+from machine import machine_info  # noqa: E402  (benchmarks/ is on sys.path)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """Cores, CPU model, torch threads, load average and the date, saved beside every number."""
-    import torch
-
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {
-        "cores": os.cpu_count(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "load_average_1_5_15min": load,
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 def setup_one_thread() -> None:

@@ -50,6 +50,9 @@ KERNEL_ENV = {
     "PYTHONHASHSEED": "0",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "TQDM_MININTERVAL": "5",
+    # Without ipywidgets (CI), tqdm.auto falls back to text bars after warning about it; the
+    # text bars are what we want in the executed pages, the warning is noise.
+    "PYTHONWARNINGS": "ignore:IProgress not found",
 }
 
 

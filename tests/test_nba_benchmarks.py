@@ -25,4 +25,4 @@ def test_decision_benchmark_quick_writes_expected_json(tmp_path: Path) -> None:
         assert mode["latency_p99_us"] >= mode["latency_p50_us"] > 0
         assert mode["decisions_per_s"] > 0
     assert result["memory_bytes"]["per_action"] > 0
-    assert {"cores", "cpu_model", "torch_threads", "date_utc"} <= set(result["machine"])
+    assert {"cores", "cpu_model", "torch_threads", "date"} <= set(result["machine"])
