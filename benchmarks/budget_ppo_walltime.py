@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from budget_common import RESULTS_DIR, machine_info, write_result  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
 from pulse_lib.budget_env import BatchedBudgetEnv, planner_policy, run_policy, synthetic_posterior  # noqa: E402
 from pulse_lib.funnel import TRUE_PARAMS  # noqa: E402
 from pulse_lib.ppo import PPOConfig, train  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> None:
         "runs": {f"seed_{run['seed']}": run for run in runs},
         "curves": curves,
     }
-    write_result(args.out, result)
+    print(f"wrote {write_json(args.out, result)}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from budget_common import RESULTS_DIR, machine_info, write_result  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
 from pulse_lib.budget_env import BatchedBudgetEnv, BudgetEnv, synthetic_posterior  # noqa: E402
 from pulse_lib.funnel import TRUE_PARAMS  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
         "measurements": {f"n_envs_{r['n_envs']}": r for r in rows},
         "speedup": max(r["speedup"] for r in rows),
     }
-    write_result(args.out, result)
+    print(f"wrote {write_json(args.out, result)}")
 
 
 if __name__ == "__main__":

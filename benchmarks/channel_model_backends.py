@@ -17,10 +17,8 @@ the machine it ran on (cores, CPU model, load average, torch threads, date).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -28,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from machine import machine_info  # noqa: E402  (benchmarks/ is on sys.path)
+from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402  (benchmarks/ is on sys.path)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NAME = "channel_model_backends"
 
 
@@ -116,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.sizes, args.draws, args.chains, args.seed)))
         return 0
 
-    from pulse_lib.io import atomic_write
-
+    
     if args.quick:
         sizes, draws, chains = [20, 200], args.draws or 100, args.chains or 1
         backends = args.backends or ["cmdstan"]
@@ -140,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     # A quick run never overwrites the normal run's results, which the book displays.
-    out = args.out or RESULTS / (f"{NAME}_quick.json" if args.quick else f"{NAME}.json")
-    with atomic_write(out, "w") as handle:
-        json.dump(payload, handle, indent=2)
+    out = args.out or RESULTS_DIR / (f"{NAME}_quick.json" if args.quick else f"{NAME}.json")
+    write_json(out, payload)
     print(f"wrote {out}")
     return 0
 

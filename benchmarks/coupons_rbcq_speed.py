@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from coupons_common import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_results  # noqa: E402
 
 from pulse_lib.coupons import simulator as sim  # noqa: E402
 from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler, lambda_grid, materialize  # noqa: E402

@@ -1,14 +1,19 @@
-"""The machine a benchmark ran on, recorded beside every measurement (one definition for all)."""
+"""What every benchmark shares: the machine it ran on, and the atomic write of its result file."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pulse_lib.io import atomic_write
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def cpu_model() -> str:
@@ -48,3 +53,16 @@ def machine_info() -> dict[str, Any]:
         "load_average_1_5_15min": load,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically (a crash never leaves half a result file)."""
+    path = Path(path)
+    with atomic_write(path, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    return path
+
+
+def write_results(name: str, payload: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``<out_dir>/<name>.json`` atomically and return its path."""
+    return write_json(Path(out_dir) / f"{name}.json", payload)

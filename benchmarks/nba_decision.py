@@ -13,18 +13,13 @@ Writes ``benchmarks/results/nba_decision.json`` (or ``--out``) atomically.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
-from pulse_lib.io import atomic_write
 from pulse_lib.nba.hybrid import HybridLinearBandit
-from machine import machine_info  # noqa: E402  (benchmarks/ is on sys.path)
+from machine import machine_info, write_json  # noqa: E402  (benchmarks/ is on sys.path)
 
 MODES = {  # name -> (exploration, sample_per)
     "greedy": ("greedy", "decision"),
@@ -118,8 +113,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "nba_decision.json")
     args = parser.parse_args()
     result = bench(args.quick)
-    with atomic_write(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
+    write_json(args.out, result)
     for mode, r in result["modes"].items():
         print(f"{mode:>16}: p50 {r['latency_p50_us']:8.1f} us  p99 {r['latency_p99_us']:8.1f} us  "
               f"{r['decisions_per_s']:12,.0f} decisions/s (batch {r['batch_size']})")

@@ -1,20 +1,8 @@
-"""Shared bits of the PulseRL benchmarks: machine description, load, atomic JSON output."""
+"""Shared bits of the PulseRL benchmarks: one torch thread, plus the common machine/results helpers."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import platform
-from pathlib import Path
-from typing import Any
-
-from pulse_lib.io import atomic_write
-from machine import machine_info  # noqa: E402  (benchmarks/ is on sys.path)
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
+from machine import RESULTS_DIR, machine_info, write_results  # noqa: F401  (re-exported for `common.*`)
 
 
 def setup_one_thread() -> None:
@@ -22,11 +10,3 @@ def setup_one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def write_results(name: str, payload: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
-    """Write ``results/<name>.json`` atomically and return its path."""
-    path = Path(out_dir) / f"{name}.json"
-    with atomic_write(path, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    return path
