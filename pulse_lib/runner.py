@@ -11,8 +11,8 @@ Chapters are the notebooks under ``chapters/`` listed in ``_toc.yml``; name one 
 ``profile`` injected after its ``parameters`` cell, one torch/BLAS thread, and ``chapters/`` as
 working directory. Executed notebooks go to ``_build/executed/chapters/`` beside a copy of the
 book's pages and configuration, which is what Jupyter Book renders: no notebook runs twice.
-A chapter whose notebook, profile, library and shipped data are unchanged since its last
-successful run is not executed again (``--force`` overrides).
+A chapter whose notebook, profile, library, shipped data, benchmark results and pinned versions
+are unchanged since its last successful run is not executed again (``--force`` overrides).
 """
 
 from __future__ import annotations
@@ -115,12 +115,14 @@ def _hash_files(paths: Sequence[Path]) -> str:
 
 
 def inputs_key(root: Path, chapter: str, profile: str) -> str:
-    """Hash of what a chapter's output depends on: notebook, profile, library, shipped data."""
+    """Hash of what a chapter's output depends on: notebook, profile, library, shipped data,
+    the benchmark results chapters display, and the pinned versions."""
     library = [p for p in (root / "pulse_lib").rglob("*") if p.is_file() and p.suffix in (".py", ".stan")]
     data = [
         p for p in (root / "datasets").rglob("*")
         if p.is_file() and "generated" not in p.relative_to(root / "datasets").parts
     ]
+    data += sorted((root / "benchmarks" / "results").glob("*.json"))
     digest = hashlib.sha256()
     digest.update(profile.encode())
     digest.update((root / "chapters" / f"{chapter}.ipynb").read_bytes())

@@ -70,6 +70,11 @@ def test_run_injects_profile_reports_failures_and_caches(tiny_book, capsys):
     assert runner.run_chapters(["01"], profile="full", root=tiny_book)[0].status == "ok"
     (tiny_book / "pulse_lib" / "new.py").write_text("CHANGED = True\n")  # the library changed
     assert runner.run_chapters(["01"], profile="full", root=tiny_book)[0].status == "ok"
+    results = tiny_book / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "speed.json").write_text('{"steps_per_s": 1}')  # a chapter may display it
+    assert runner.run_chapters(["01"], profile="full", root=tiny_book)[0].status == "ok"
+    assert runner.run_chapters(["01"], profile="full", root=tiny_book)[0].status == "cached"
     assert runner.run_chapters(["01"], profile="full", root=tiny_book, force=True)[0].status == "ok"
 
 
