@@ -9,11 +9,15 @@ import random
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pulse_lib.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from IPython.display import Markdown
 
 #: The profiles every chapter defines. ``auto`` resolves to one of them at run time.
 PROFILE_NAMES: tuple[str, ...] = ("ci", "full")
@@ -123,6 +127,26 @@ def generated_dir() -> Path:
     path = datasets_dir() / "generated"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def markdown_table(frame: pd.DataFrame, floatfmt: str | None = None) -> Markdown:
+    """A DataFrame as a Markdown pipe table, for ``display()`` in a chapter.
+
+    Chapters build their result tables with this, so every number in a table was printed by
+    the cell, never typed by hand. Floats are formatted with ``floatfmt`` (e.g. ``".3g"``) when
+    given, else with ``str``. The index is not shown: ``reset_index()`` first to keep it.
+    """
+    from IPython.display import Markdown
+
+    def cell(value: Any) -> str:
+        if floatfmt is not None and isinstance(value, (float, np.floating)):
+            return format(value, floatfmt)
+        return str(value)
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return Markdown("\n".join([header, rule, *rows]))
 
 
 def package_versions(packages: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:

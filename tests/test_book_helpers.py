@@ -90,3 +90,12 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
     with pytest.raises(ValueError, match="supports modes"):
         with io.atomic_write(target, "a"):
             pass
+
+
+def test_markdown_table_formats_floats_only_when_asked():
+    import pandas as pd
+
+    frame = pd.DataFrame({"name": ["a", "b"], "value": [0.123456, 2.0], "n": [1, 2]})
+    assert book.markdown_table(frame).data == (
+        "| name | value | n |\n|---|---|---|\n| a | 0.123456 | 1 |\n| b | 2.0 | 2 |")
+    assert book.markdown_table(frame, ".3g").data.splitlines()[2] == "| a | 0.123 | 1 |"
