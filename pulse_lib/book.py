@@ -46,8 +46,9 @@ def gpu_available() -> bool:
 def resolve_profile(profiles: Mapping[str, Mapping[str, Any]], profile: str) -> dict[str, Any]:
     """Return the settings of ``profile`` from a chapter's ``PROFILES`` table.
 
-    ``profile="auto"`` picks ``full`` on a GPU or on Colab and ``ci`` elsewhere, so the same
-    notebook is small on a laptop or in CI and full size where a reader has the hardware.
+    ``profile="auto"`` picks ``full`` where torch sees a GPU and ``ci`` elsewhere (Colab CPU
+    runtimes included, and it says so), so the same notebook is small on a laptop or in CI
+    and full size where a reader has the hardware.
     Both profiles must define the same keys, so a reader can see every setting side by side.
     """
     missing = [name for name in PROFILE_NAMES if name not in profiles]
@@ -60,7 +61,14 @@ def resolve_profile(profiles: Mapping[str, Mapping[str, Any]], profile: str) -> 
             f"{sorted(keys['ci'] ^ keys['full'])}"
         )
     if profile == "auto":
-        profile = "full" if (gpu_available() or on_colab()) else "ci"
+        # A Colab CPU runtime is no place for a full run (hours of training): only a GPU is.
+        if gpu_available():
+            profile = "full"
+        else:
+            profile = "ci"
+            where = "Colab without a GPU" if on_colab() else "no GPU"
+            print(f"profile 'auto': {where}, so the small 'ci' profile runs "
+                  "(pass profile='full' to force the reproduction setting)")
     if profile not in PROFILE_NAMES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {list(PROFILE_NAMES)} or 'auto'")
     print(f"profile: {profile}")
@@ -147,6 +155,83 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str | None = None) -> Markdown
     rule = "|" + "---|" * len(frame.columns)
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return Markdown("\n".join([header, rule, *rows]))
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of a Student-t interval over independent runs (seeds, datasets).
+
+    The book's one rule for "mean ± 95 % interval over seeds": Student-t with ``n - 1``
+    degrees of freedom (few seeds make a normal interval too narrow). With one value the
+    half-width is ``nan``: one run says nothing about the spread. NaN or infinite values,
+    an empty input or a level outside (0, 1) are errors, never dropped silently.
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size == 0:
+        raise ConfigError("mean_ci: no values given")
+    if not np.all(np.isfinite(x)):
+        raise ConfigError(f"mean_ci: values must be finite, got {x[~np.isfinite(x)][:3].tolist()}")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"mean_ci: level must lie in (0, 1), got {level!r}")
+    if x.size < 2:
+        return float(x[0]), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def format_ci(values: Sequence[float] | np.ndarray, digits: int = 3, level: float = 0.95) -> str:
+    """``"mean ± half-width"`` from :func:`mean_ci` (``"mean (one run)"`` for a single value)."""
+    mean, half = mean_ci(values, level)
+    if np.isnan(half):
+        return f"{mean:.{digits}f} (one run)"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def load_benchmark(name: str) -> dict[str, Any] | None:
+    """``benchmarks/results/<name>.json`` as a dict, or ``None`` (with a note) if not recorded.
+
+    A result file that exists but is not valid JSON, or has no ``machine`` record, is an
+    error: a chapter must never show a number whose provenance is unknown.
+    """
+    import json
+
+    from pulse_lib.errors import DataFormatError
+
+    path = repo_root() / "benchmarks" / "results" / f"{name}.json"
+    if not path.exists():
+        print(f"{path.name} has not been recorded yet: run `python benchmarks/{name}.py`")
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{path}: not a valid benchmark result ({err})") from err
+    if not isinstance(data, dict) or "machine" not in data:
+        raise DataFormatError(f"{path}: no 'machine' record; re-run benchmarks/{name}.py")
+    return data
+
+
+def benchmark_provenance(data: Mapping[str, Any], name: str) -> str:
+    """One italic line: which script recorded a result, when, on what machine and load."""
+    m = data["machine"]
+    load = m.get("load_average_1_5_15min")
+    text = (f"*Recorded by `benchmarks/{name}.py` on {m.get('date', '?')}: "
+            f"{m.get('cores', '?')} cores ({m.get('cpu_model', '?')}), "
+            f"torch threads {m.get('torch_threads', '?')}")
+    if load:
+        text += (f", load average {load[0]:.1f} at the time "
+                 "(timings on a busy machine are pessimistic)")
+    return text + ".*"
+
+
+def show_benchmark(name: str) -> dict[str, Any] | None:
+    """Load a benchmark result (:func:`load_benchmark`) and display where it was measured."""
+    data = load_benchmark(name)
+    if data is not None:
+        from IPython.display import Markdown, display
+
+        display(Markdown(benchmark_provenance(data, name)))
+    return data
 
 
 def package_versions(packages: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:

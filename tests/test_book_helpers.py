@@ -16,6 +16,8 @@ def test_resolve_profile(monkeypatch):
     monkeypatch.setattr(book, "gpu_available", lambda: False)
     monkeypatch.setattr(book, "on_colab", lambda: False)
     assert book.resolve_profile(PROFILES, "auto")["profile"] == "ci"
+    monkeypatch.setattr(book, "on_colab", lambda: True)  # a Colab CPU runtime stays small
+    assert book.resolve_profile(PROFILES, "auto")["profile"] == "ci"
     monkeypatch.setattr(book, "gpu_available", lambda: True)
     assert book.resolve_profile(PROFILES, "auto")["profile"] == "full"
     with pytest.raises(ConfigError, match="unknown profile 'fast'"):
@@ -99,3 +101,39 @@ def test_markdown_table_formats_floats_only_when_asked():
     assert book.markdown_table(frame).data == (
         "| name | value | n |\n|---|---|---|\n| a | 0.123456 | 1 |\n| b | 2.0 | 2 |")
     assert book.markdown_table(frame, ".3g").data.splitlines()[2] == "| a | 0.123 | 1 |"
+
+
+def test_mean_ci_is_student_t_and_refuses_nan():
+    from scipy import stats
+
+    mean, half = book.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3))
+    assert np.isnan(book.mean_ci([5.0])[1])
+    assert book.format_ci([5.0]) == "5.000 (one run)"
+    assert book.format_ci([1.0, 3.0], digits=1).startswith("2.0 ± ")
+    with pytest.raises(ConfigError, match="finite"):
+        book.mean_ci([1.0, float("nan")])
+    with pytest.raises(ConfigError, match="no values"):
+        book.mean_ci([])
+    with pytest.raises(ConfigError, match="level"):
+        book.mean_ci([1.0, 2.0], level=95)
+
+
+def test_load_benchmark(tmp_path, monkeypatch, capsys):
+    from pulse_lib.errors import DataFormatError
+
+    monkeypatch.setenv("PULSE_BOOK_ROOT", str(tmp_path))
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    assert book.load_benchmark("nothing") is None
+    assert "has not been recorded" in capsys.readouterr().out
+    (results / "bad.json").write_text("{not json")
+    with pytest.raises(DataFormatError, match="bad.json"):
+        book.load_benchmark("bad")
+    (results / "anon.json").write_text('{"results": {}}')
+    with pytest.raises(DataFormatError, match="machine"):
+        book.load_benchmark("anon")
+    (results / "ok.json").write_text('{"machine": {"date": "2026-12-01", "cores": 2}}')
+    data = book.load_benchmark("ok")
+    assert data is not None and "2026-12-01" in book.benchmark_provenance(data, "ok")
