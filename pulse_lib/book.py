@@ -266,3 +266,38 @@ def version_text(extra: Sequence[str] = ()) -> str:
         *(f"{name:>12} {version}" for name, version in versions.items() if version != "not installed"),
     ]
     return "\n".join(lines)
+
+
+def quiet_imports() -> None:
+    """Import the legacy ``gym`` package once, without its "Gym has been unmaintained" notice.
+
+    d3rlpy 2.x still imports ``gym`` beside gymnasium, and ``gym`` prints a four-line notice
+    to stderr on import, with no switch to turn it off. The book never uses ``gym`` (it uses
+    gymnasium), so the notice is noise on every page that imports d3rlpy. Call this before
+    ``import d3rlpy``: it imports ``gym`` with exactly that notice dropped (anything else gym
+    prints still shows); later imports are silent because Python caches the module. Does
+    nothing when ``gym`` is not installed or already imported.
+    """
+    import contextlib
+    import io
+
+    if "gym" in sys.modules:
+        return
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            import gym
+    except ImportError:
+        return
+    finally:
+        printed = captured.getvalue()
+    try:
+        from gym_notices.notices import notices
+
+        notice = notices.get(getattr(gym, "__version__", ""), "")
+    except ImportError:
+        notice = ""
+    if notice:
+        printed = printed.replace(notice + "\n", "", 1)
+    if printed:
+        sys.stderr.write(printed)

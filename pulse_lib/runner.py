@@ -23,12 +23,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -203,6 +205,49 @@ def _describe_failed_cell(executed: Path, cell_index: int, exec_count: int | Non
     return f"cell {source_index} (execution count {exec_count}, starting `{first_line[:60]}`)"
 
 
+#: Text up to a carriage return that more text on the same line overwrites (a progress bar's
+#: earlier states); the same rule as nbconvert's ``CoalesceStreamsPreprocessor``.
+_OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")
+
+
+def tidy_outputs(notebook: Any) -> Any:
+    """Make an executed notebook read like a finished run: what the rendered page shows.
+
+    - Consecutive ``stdout`` (or ``stderr``) chunks of a cell become one block, and a line a
+      progress bar rewrote with ``\\r`` keeps only its final state: a ``tqdm`` bar shows as one
+      line (``100%|...|``) instead of one block per refresh; a bar that erased itself
+      (``leave=False``) leaves nothing. Readers running the notebook still see the live bar:
+      only the executed copy the book renders is tidied.
+    - Papermill's injected-parameters cell gets the ``remove-cell`` tag: the page shows the
+      chapter's own ``parameters`` cell, not the runner's plumbing.
+    """
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        merged: list[Any] = []
+        for output in cell.get("outputs", []):
+            last = merged[-1] if merged else None
+            if (output.output_type == "stream" and last is not None
+                    and last.output_type == "stream" and last.name == output.name):
+                last.text += output.text
+            else:
+                merged.append(output)
+        tidy = []
+        for output in merged:
+            if output.output_type == "stream":
+                text = _OVERWRITTEN.sub("", output.text.replace("\r\n", "\n"))
+                text = text.replace("\r", "")
+                if not text.strip():
+                    continue
+                output.text = text
+            tidy.append(output)
+        cell.outputs = tidy
+    return notebook
+
+
 def execute_chapter(root: str, chapter: str, profile: str, force: bool = False) -> ChapterResult:
     """Execute one chapter with papermill (runs in a worker process)."""
     import nbformat
@@ -235,7 +280,7 @@ def execute_chapter(root: str, chapter: str, profile: str, force: bool = False) 
         return ChapterResult(chapter, "failed", time.perf_counter() - start,
                              f"{type(exc).__name__}: {exc}; partial copy (if any) in {failed}")
     seconds = time.perf_counter() - start
-    notebook = nbformat.read(failed, as_version=4)
+    notebook = tidy_outputs(nbformat.read(failed, as_version=4))
     notebook.metadata["pulse_book"] = {"inputs_key": key, "profile": profile, "seconds": round(seconds, 1)}
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".ipynb.part")
@@ -283,13 +328,40 @@ def print_table(results: Sequence[ChapterResult]) -> None:
             print(f"\nFAILED {r.chapter} at {r.detail}", file=sys.stderr)
 
 
-def build_html(root: Path | None = None) -> Path:
-    """Render the staged, executed book with Jupyter Book (Sphinx warnings are errors)."""
+def _drop_from_toc(node: Any, missing: set[str]) -> Any:
+    """A copy of a ``_toc.yml`` tree without the entries of ``missing`` chapters (and parts left
+    empty by that)."""
+    if isinstance(node, list):
+        kept = [_drop_from_toc(item, missing) for item in node]
+        return [item for item in kept if item is not None]
+    if not isinstance(node, dict):
+        return node
+    if "file" in node and Path(str(node["file"])).stem in missing:
+        return None
+    copy = {key: _drop_from_toc(value, missing) for key, value in node.items()}
+    for key in ("parts", "chapters", "sections"):
+        if key in node and not copy[key]:
+            if "file" not in node:
+                return None
+            del copy[key]
+    return copy
+
+
+def build_html(root: Path | None = None, partial: bool = False) -> Path:
+    """Render the staged, executed book with Jupyter Book (Sphinx warnings are errors).
+
+    ``partial=True`` renders only the chapters executed so far (a quick look while writing one
+    chapter); the full book needs every chapter of ``_toc.yml``.
+    """
     root = root or repo_root()
     stage = stage_book(root)
     missing = [c for c in toc_chapters(root) if not (stage / "chapters" / f"{c}.ipynb").is_file()]
-    if missing:
+    if missing and not partial:
         raise ConfigError(f"chapters not executed yet: {missing}; run `python -m pulse_lib.runner run` first")
+    if missing:
+        toc = _drop_from_toc(yaml.safe_load((root / "_toc.yml").read_text()), set(missing))
+        (stage / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
+        print(f"partial book: leaving out {len(missing)} chapter(s) not executed yet", flush=True)
     cmd = ["jupyter-book", "build", str(stage), "--path-output", str(root),
            "--warningiserror", "--nitpick", "--keep-going", "--quiet"]
     print("$ " + " ".join(cmd), flush=True)
@@ -309,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--profile", default="ci", help="ci (small, CPU minutes) or full (the reproduction, GPU)")
         cmd.add_argument("--jobs", type=int, default=None, help="chapters run at once (default: CPU cores)")
         cmd.add_argument("--force", action="store_true", help="re-execute even when nothing changed")
-    sub.add_parser("build", help="build the HTML book from the executed chapters")
+    build = sub.add_parser("build", help="build the HTML book from the executed chapters")
+    build.add_argument("--partial", action="store_true",
+                       help="render only the chapters executed so far (a draft, not the book)")
     args = parser.parse_args(argv)
     try:
         if args.command in ("run", "book"):
@@ -317,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             if any(r.status == "failed" for r in results):
                 return 1
         if args.command in ("build", "book"):
-            build_html()
+            build_html(partial=getattr(args, "partial", False))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

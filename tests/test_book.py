@@ -3,6 +3,8 @@
 Marked ``book``: ``make test`` runs these, ``make test-unit`` skips them. The chapter runner
 caches a chapter whose notebook, library, data and pins are unchanged, so after ``make book``
 these tests reuse its executed notebooks; on a fresh clone (CI) everything executes.
+The browser runs with the network cut off: formulas must be typeset by the MathJax the book
+serves itself (see pagecheck.py for what counts as a rendered page).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from bs4 import BeautifulSoup
 from PIL import Image
 
+import pagecheck
 from pulse_lib import runner
 
 pytestmark = pytest.mark.book
@@ -53,28 +57,36 @@ def _chromium() -> str:
     return path
 
 
-def _render(page: Path, tmp_path: Path) -> tuple[BeautifulSoup, Path]:
-    """Open a page in headless Chromium; return the DOM after scripts ran, and a screenshot."""
-    flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--window-size=1280,900",
-    ]
+#: Chromium with the network cut off (every host resolves to nothing): a page passes only with
+#: what the built book itself serves (MathJax included), as on an offline laptop or behind a proxy.
+OFFLINE_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND", "--window-size=1280,900",
+]
+
+
+def _render(page: Path, tmp_path: Path, screenshot: bool = True) -> tuple[BeautifulSoup, Path | None]:
+    """Open a page in headless Chromium; return the DOM after scripts (MathJax) ran, and a
+    screenshot."""
     profile = tmp_path / f"profile-{page.stem}"
     dom = subprocess.run(
-        [_chromium(), *flags, f"--user-data-dir={profile}-dom", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
+        [_chromium(), *OFFLINE_FLAGS, f"--user-data-dir={profile}-dom", "--virtual-time-budget=15000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=180, check=True,
     ).stdout
+    if not screenshot:
+        return BeautifulSoup(dom, "html.parser"), None
     shot = tmp_path / f"{page.stem}.png"
     subprocess.run(
-        [_chromium(), *flags, f"--user-data-dir={profile}-shot", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, timeout=120, check=True,
+        [_chromium(), *OFFLINE_FLAGS, f"--user-data-dir={profile}-shot", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, timeout=180, check=True,
     )
     return BeautifulSoup(dom, "html.parser"), shot
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_page_shows_title_and_figures_in_a_browser(html, chapter, tmp_path):
+def test_chapter_page_shows_title_figures_and_math_in_a_browser(html, chapter, tmp_path):
     source = nbformat.read(ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
     title = source.cells[0].source.splitlines()[0].lstrip("# ").strip()
     page = html / "chapters" / f"{chapter}.html"
@@ -82,16 +94,27 @@ def test_chapter_page_shows_title_and_figures_in_a_browser(html, chapter, tmp_pa
     soup, shot = _render(page, tmp_path)
     heading = soup.find("h1")
     assert heading is not None and title in heading.get_text(), f"page title {heading!r} is not {title!r}"
-    images = [img for img in soup.select("main img, article img") if "_images/" in img.get("src", "")]
-    assert images, "the chapter shows no figure"
-    for img in images:
-        with Image.open((page.parent / img["src"]).resolve()) as figure:
-            assert min(figure.size) > 100, f"{img['src']} is too small to be a figure"
+    assert not pagecheck.figure_problems(soup, page), pagecheck.figure_problems(soup, page)
+    assert not pagecheck.math_problems(soup), pagecheck.math_problems(soup)
     assert not soup.select(".output.traceback, .cell_output .traceback"), "the page shows an error output"
     assert "Traceback (most recent call last)" not in soup.get_text()
+    assert "Gym has been unmaintained" not in soup.get_text(), "d3rlpy's gym notice is on the page"
     with Image.open(shot) as screenshot:
         colours = screenshot.convert("L").getextrema()
         assert colours[1] - colours[0] > 100, "the screenshot is blank"
+
+
+PAGES = [entry for entry in runner._walk_toc(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+         if not entry.startswith("chapters/")]
+
+
+@pytest.mark.parametrize("entry", PAGES)
+def test_prose_page_renders_its_math_offline(html, entry, tmp_path):
+    page = html / f"{entry}.html"
+    assert page.is_file(), f"no page for {entry}"
+    soup, _ = _render(page, tmp_path, screenshot=False)
+    assert soup.find("h1") is not None, f"{entry} has no title"
+    assert not pagecheck.math_problems(soup), pagecheck.math_problems(soup)
 
 
 def test_book_has_numbered_parts_bibliography_and_colab_buttons(html):
