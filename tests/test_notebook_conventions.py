@@ -8,11 +8,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pulse_lib import runner
+from pulse_lib import repository, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
-COLAB = "https://colab.research.google.com/github/pulse-book/rl-marketing-book/blob/main/chapters/{}"
+#: The badge URL, from the one place that names the repository (pyproject [tool.pulse-book]).
+COLAB = ("https://colab.research.google.com/github/"
+         + repository.slug(repository.configured(ROOT)) + "/blob/main/chapters/{}")
 
 
 def test_every_chapter_is_in_the_toc_and_every_toc_chapter_exists():
@@ -52,3 +54,41 @@ def test_labels_are_unique_across_chapters():
         for label in re.findall(r":label: (\S+)", text) + re.findall(r"^\(([\w-]+)\)=", text, flags=re.M):
             assert label not in seen, f"label {label} in {path.name} is also in {seen[label]}"
             seen[label] = path.name
+
+
+#: The longest code line a rendered page shows without scrolling sideways (and ruff's limit,
+#: pyproject.toml [tool.ruff]). IPython shell and magic lines (``!git clone ...``) are exempt:
+#: no formatter wraps them.
+MAX_LINE = 88
+
+
+def long_code_lines(path: Path, limit: int = MAX_LINE) -> list[str]:
+    """``cell N line M (length)`` for every code line of a notebook longer than ``limit``."""
+    found = []
+    cells = nbformat.read(path, as_version=4).cells
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        for number, line in enumerate(cell.source.splitlines(), 1):
+            if len(line) > limit and not line.lstrip().startswith(("!", "%")):
+                found.append(f"cell {index} line {number} ({len(line)} chars): {line.strip()[:50]}")
+    return found
+
+
+@pytest.mark.xfail(strict=False, reason="chapters being reformatted")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_code_lines_fit_the_page(path: Path):
+    long = long_code_lines(path)
+    assert not long, (f"{len(long)} code line(s) over {MAX_LINE} characters in {path.name} "
+                      f"(try `ruff format {path}`):\n" + "\n".join(long[:20]))
+
+
+def test_the_line_check_finds_a_long_line(tmp_path: Path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1\n" + "y = " + "1 + " * 30 + "1"),
+        nbformat.v4.new_code_cell("!git clone " + "x" * 100),
+        nbformat.v4.new_markdown_cell("a" * 200),
+    ])
+    path = tmp_path / "long.ipynb"
+    nbformat.write(notebook, path)
+    assert [entry.split(" (")[0] for entry in long_code_lines(path)] == ["cell 0 line 2"]
