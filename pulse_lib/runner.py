@@ -177,6 +177,27 @@ def benchmarks_markdown(root: Path) -> str:
     return "\n".join(parts)
 
 
+def chapter_times_markdown(root: Path) -> str:
+    """A table of the executed chapters: profile and seconds of their last run (this build)."""
+    import nbformat
+
+    rows = []
+    for chapter in toc_chapters(root):
+        executed = root / STAGE_DIR / "chapters" / f"{chapter}.ipynb"
+        if not executed.is_file():
+            continue
+        try:
+            meta = nbformat.read(executed, as_version=4).metadata.get("pulse_book", {})
+        except Exception:
+            continue
+        if "seconds" in meta:
+            rows.append(f"| {chapter} | {meta.get('profile', '?')} | {float(meta['seconds']):.0f} s |")
+    if not rows:
+        return "No chapter has been executed in this build yet.\n"
+    return ("| chapter | profile | seconds (this build's run) |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+
+
 def stage_book(root: Path) -> Path:
     """Copy the book's pages and configuration into the staging folder; return it."""
     stage = root / STAGE_DIR
@@ -188,6 +209,7 @@ def stage_book(root: Path) -> Path:
         else:
             shutil.copy2(source, target)
     (stage / "book" / "benchmarks_table.md").write_text(benchmarks_markdown(root))
+    (stage / "book" / "chapter_times_table.md").write_text(chapter_times_markdown(root))
     return stage
 
 
