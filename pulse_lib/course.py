@@ -46,7 +46,9 @@ SOURCES_ENV = "PULSE_COURSE_SOURCES"
 #: Tags that keep a cell's code out of the rendered page.
 HIDDEN_TAGS = frozenset({"hide-cell", "remove-cell", "hide-input", "remove-input"})
 
-_EXERCISE = re.compile(r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?:[^\n]*\n)*?:label:\s*(\S+)", re.M)
+_EXERCISE = re.compile(
+    r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?:[^\n]*\n)*?:label:\s*(\S+)", re.M
+)
 _SOLUTION_OPEN = re.compile(r"^(`{3,}|:{3,})\{solution\}")
 _STRICT = re.compile(r"strict\s*=\s*True")
 _HEADING = re.compile(r"^#{1,6} ", re.M)
@@ -117,21 +119,27 @@ def student_notebook(notebook: Any, chapter: str) -> Any:
             continue
         elif cell.cell_type == "code" and in_exercise and _tags(cell) & HIDDEN_TAGS:
             if not cell.get("id"):
-                raise DataFormatError(f"{chapter}: a hidden exercise cell has no cell id "
-                                      "(nbformat >= 4.5 gives every cell one)")
+                raise DataFormatError(
+                    f"{chapter}: a hidden exercise cell has no cell id "
+                    "(nbformat >= 4.5 gives every cell one)"
+                )
             cell.source = _run_hidden_source(chapter, cell.id)
             cell.metadata["tags"] = sorted(_tags(cell) - HIDDEN_TAGS)
             cells.append(cell)
         else:
             cells.append(cell)
     if not labels:
-        raise ConfigError(f"{chapter} has no {{exercise}} directive: nothing for a student to do")
+        raise ConfigError(
+            f"{chapter} has no {{exercise}} directive: nothing for a student to do"
+        )
     note = nbformat.v4.new_markdown_cell(
         "*Student version: the solutions are removed. Fill in each stub, then run the cell "
         "below it: the self-check says whether your answer is right. Your notebook is graded "
         "by the same checks (`python -m pulse_lib.course grade`).*"
     )
-    first_markdown = next((i for i, c in enumerate(cells) if c.cell_type == "markdown"), -1)
+    first_markdown = next(
+        (i for i, c in enumerate(cells) if c.cell_type == "markdown"), -1
+    )
     cells.insert(first_markdown + 1, note)
     notebook.cells = cells
     notebook.metadata["pulse_course"] = {"chapter": chapter, "exercises": labels}
@@ -177,12 +185,17 @@ def run_hidden(chapter: str, cell_id: str) -> None:
 
     path = _sources_dir() / f"{chapter}.ipynb"
     if not path.is_file():
-        raise ConfigError(f"cannot find the chapter {path} this student notebook was made from")
-    cells = [c for c in nbformat.read(path, as_version=4).cells if c.get("id") == cell_id]
+        raise ConfigError(
+            f"cannot find the chapter {path} this student notebook was made from"
+        )
+    cells = [
+        c for c in nbformat.read(path, as_version=4).cells if c.get("id") == cell_id
+    ]
     if not cells:
         raise ConfigError(
             f"cell {cell_id!r} is no longer in {path.name}: the chapter changed since this "
-            "student notebook was written; write it again (python -m pulse_lib.course student)")
+            "student notebook was written; write it again (python -m pulse_lib.course student)"
+        )
     source = cells[0].source
     try:
         from IPython import get_ipython
@@ -208,7 +221,9 @@ class ExerciseGrade:
 
     label: str
     points: float  # 0..1: the share of this exercise's self-checks that passed
-    checks: list[dict[str, Any]]  # the check log lines recorded in this exercise's block
+    checks: list[
+        dict[str, Any]
+    ]  # the check log lines recorded in this exercise's block
 
 
 @dataclasses.dataclass
@@ -257,14 +272,21 @@ def grading_notebook(notebook: Any, profile: str = "ci") -> tuple[Any, list[str]
             elif _HEADING.search(cell.source) and "{solution}" not in cell.source:
                 cells.append(_marker_cell(None))
         elif "parameters" in _tags(cell):
-            cells.append(nbformat.v4.new_code_cell(f"profile = {profile!r}",
-                                                   metadata={"tags": ["injected-parameters"]}))
+            cells.append(
+                nbformat.v4.new_code_cell(
+                    f"profile = {profile!r}", metadata={"tags": ["injected-parameters"]}
+                )
+            )
     notebook.cells = cells
     return notebook, labels
 
 
 def grade_notebook(
-    path: Path, *, reference: bool = False, timeout: int = 900, profile: str = "ci",
+    path: Path,
+    *,
+    reference: bool = False,
+    timeout: int = 900,
+    profile: str = "ci",
     root: Path | None = None,
 ) -> NotebookGrade:
     """Execute ``path`` and score its exercises from their self-checks (see the module doc).
@@ -288,14 +310,20 @@ def grade_notebook(
         raise ConfigError(f"{path} has no {{exercise}} directive: nothing to grade")
     with tempfile.TemporaryDirectory(prefix="pulse-grade-") as tmp:
         log = Path(tmp) / "checks.jsonl"
-        saved = {key: os.environ.get(key) for key in [*KERNEL_ENV, "PULSE_EXERCISE_LOG"]}
+        saved = {
+            key: os.environ.get(key) for key in [*KERNEL_ENV, "PULSE_EXERCISE_LOG"]
+        }
         os.environ.update(KERNEL_ENV)
         os.environ["PULSE_EXERCISE_LOG"] = str(log)
         os.environ.setdefault("PULSE_BOOK_ROOT", str(root))
         try:
-            client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                                    allow_errors=True,
-                                    resources={"metadata": {"path": str(root / "chapters")}})
+            client = NotebookClient(
+                notebook,
+                timeout=timeout,
+                kernel_name="python3",
+                allow_errors=True,
+                resources={"metadata": {"path": str(root / "chapters")}},
+            )
             client.execute()
         finally:
             for key, value in saved.items():
@@ -303,39 +331,74 @@ def grade_notebook(
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    errors = sum(1 for c in notebook.cells if c.cell_type == "code"
-                 for o in c.get("outputs", []) if o.get("output_type") == "error")
+        records = (
+            [json.loads(line) for line in log.read_text().splitlines()]
+            if log.is_file()
+            else []
+        )
+    errors = sum(
+        1
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    )
     grades = []
     for label in labels:
-        mine = [r for r in records if r["exercise"] == label and bool(r["reference"]) == reference]
-        points = sum(r["status"] == "correct" for r in mine) / len(mine) if mine else 0.0
+        mine = [
+            r
+            for r in records
+            if r["exercise"] == label and bool(r["reference"]) == reference
+        ]
+        points = (
+            sum(r["status"] == "correct" for r in mine) / len(mine) if mine else 0.0
+        )
         grades.append(ExerciseGrade(label, round(points, 4), mine))
     return NotebookGrade(str(path), grades, errors)
 
 
 def _print_grade(grade: NotebookGrade) -> None:
-    print(f"\n{grade.notebook}: {grade.points:g} / {grade.max_points} points"
-          + (f" ({grade.errors} cell(s) raised)" if grade.errors else ""))
+    print(
+        f"\n{grade.notebook}: {grade.points:g} / {grade.max_points} points"
+        + (f" ({grade.errors} cell(s) raised)" if grade.errors else "")
+    )
     for exercise in grade.exercises:
-        said = "; ".join(
-            f"{c['status']}" + (f" ({c['reason']})" if c.get("reason") else "") for c in exercise.checks
-        ) or "no self-check ran"
+        said = (
+            "; ".join(
+                f"{c['status']}" + (f" ({c['reason']})" if c.get("reason") else "")
+                for c in exercise.checks
+            )
+            or "no self-check ran"
+        )
         print(f"  {exercise.label:<28} {exercise.points:>5g}  {said[:100]}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pulse_lib.course", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pulse_lib.course",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     student = sub.add_parser("student", help="write the student version of chapters")
-    student.add_argument("chapters", nargs="*", help="chapter stems or numbers (default: all)")
-    student.add_argument("--out", type=Path, default=None, help=f"folder (default: {STUDENT_DIR})")
+    student.add_argument(
+        "chapters", nargs="*", help="chapter stems or numbers (default: all)"
+    )
+    student.add_argument(
+        "--out", type=Path, default=None, help=f"folder (default: {STUDENT_DIR})"
+    )
     grade = sub.add_parser("grade", help="grade filled-in student notebooks")
-    grade.add_argument("notebooks", nargs="+", help="notebooks (with --reference: chapters)")
-    grade.add_argument("--reference", action="store_true",
-                       help="grade the book's chapters by their reference solutions")
-    grade.add_argument("--json", type=Path, default=None, help="also write the grades as JSON")
+    grade.add_argument(
+        "notebooks", nargs="+", help="notebooks (with --reference: chapters)"
+    )
+    grade.add_argument(
+        "--reference",
+        action="store_true",
+        help="grade the book's chapters by their reference solutions",
+    )
+    grade.add_argument(
+        "--json", type=Path, default=None, help="also write the grades as JSON"
+    )
     grade.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     args = parser.parse_args(argv)
     try:
@@ -345,23 +408,36 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         root = repo_root()
         if args.timeout <= 0:
-            raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+            raise ConfigError(
+                f"--timeout must be a positive number of seconds, got {args.timeout}"
+            )
         if args.reference:
             from pulse_lib.runner import resolve_chapters
 
-            paths = [root / "chapters" / f"{c}.ipynb" for c in resolve_chapters(root, args.notebooks)]
+            paths = [
+                root / "chapters" / f"{c}.ipynb"
+                for c in resolve_chapters(root, args.notebooks)
+            ]
         else:
             paths = [Path(p) for p in args.notebooks]
         grades = []
         for path in paths:
-            result = grade_notebook(path, reference=args.reference, timeout=args.timeout, root=root)
+            result = grade_notebook(
+                path, reference=args.reference, timeout=args.timeout, root=root
+            )
             _print_grade(result)
             grades.append(result)
         if args.json:
             from pulse_lib.io import atomic_write
 
-            payload = [{**dataclasses.asdict(g), "points": g.points, "max_points": g.max_points}
-                       for g in grades]
+            payload = [
+                {
+                    **dataclasses.asdict(g),
+                    "points": g.points,
+                    "max_points": g.max_points,
+                }
+                for g in grades
+            ]
             with atomic_write(args.json, "w") as handle:
                 handle.write(json.dumps(payload, indent=2))
     except (ConfigError, DataFormatError, FileNotFoundError) as exc:

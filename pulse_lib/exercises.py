@@ -38,9 +38,16 @@ def _record(name: str, status: str, reason: str | None, strict: bool) -> None:
     path = os.environ.get(LOG_ENV)
     if not path:
         return
-    line = {"exercise": current_exercise, "name": name, "status": status,
-            "reason": reason, "reference": strict}
-    with open(path, "a", encoding="utf-8") as log:  # one short line per check: append only
+    line = {
+        "exercise": current_exercise,
+        "name": name,
+        "status": status,
+        "reason": reason,
+        "reference": strict,
+    }
+    with open(
+        path, "a", encoding="utf-8"
+    ) as log:  # one short line per check: append only
         log.write(json.dumps(line) + "\n")
 
 
@@ -77,16 +84,21 @@ def check(
     if not callable(test):
         raise ConfigError(
             f"[{name}] the exercise's test is {test!r}, not a function: a bug in the chapter, "
-            "not in your answer")
+            "not in your answer"
+        )
     if _is_missing(answer):
-        print(f"[{name}] not attempted yet: fill in the stub above and run this cell again.")
+        print(
+            f"[{name}] not attempted yet: fill in the stub above and run this cell again."
+        )
         _record(name, "not attempted", None, strict)
         if strict:
             raise ExerciseFailed(f"[{name}] the reference solution returned nothing")
         return False
     try:
         reason = _verdict(test(answer))
-    except Exception as exc:  # the student's answer may be of any shape: report, don't crash
+    except (
+        Exception
+    ) as exc:  # the student's answer may be of any shape: report, don't crash
         reason = f"checking raised {type(exc).__name__}: {exc}"
     if reason is None:
         print(f"[{name}] correct.")
@@ -107,8 +119,12 @@ def close_to(
     NaN matches NaN (a right answer can be "undefined"); shapes must agree.
     """
     for what, value in (("rtol", rtol), ("atol", atol)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ConfigError(f"close_to: {what} must be a finite number >= 0, got {value!r}")
+        if not (
+            isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+        ):
+            raise ConfigError(
+                f"close_to: {what} must be a finite number >= 0, got {value!r}"
+            )
 
     def test(answer: Any) -> str | None:
         got = np.asarray(answer, dtype=float)

@@ -26,7 +26,9 @@ _URL = re.compile(r"^https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)$")
 #: Where the book names its own repository: each pattern captures OWNER/NAME.
 _REFERENCES = (
     re.compile(r"colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/"),
-    re.compile(r"git clone[^\n]*?https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\s\"'\\]"),
+    re.compile(
+        r"git clone[^\n]*?https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?[\s\"'\\]"
+    ),
 )
 #: Files holding references besides the chapters (relative to the repository).
 _TEXT_FILES = ("README.md", "CONTRIBUTING.md", "_config.yml", "pyproject.toml")
@@ -36,9 +38,13 @@ def configured(root: Path | None = None) -> str:
     """The repository URL of ``[tool.pulse-book]`` in pyproject.toml (``https://github.com/O/N``)."""
     root = root or repo_root()
     with open(root / "pyproject.toml", "rb") as handle:
-        url = tomllib.load(handle).get("tool", {}).get("pulse-book", {}).get("repository")
+        url = (
+            tomllib.load(handle).get("tool", {}).get("pulse-book", {}).get("repository")
+        )
     if not url:
-        raise ConfigError("pyproject.toml has no [tool.pulse-book] repository = \"https://github.com/...\"")
+        raise ConfigError(
+            'pyproject.toml has no [tool.pulse-book] repository = "https://github.com/..."'
+        )
     slug(url)
     return str(url)
 
@@ -47,7 +53,9 @@ def slug(url: str) -> str:
     """``OWNER/NAME`` of a GitHub repository URL; anything else is an error."""
     match = _URL.match(url.rstrip("/"))
     if not match:
-        raise ConfigError(f"not a GitHub repository URL (https://github.com/OWNER/NAME): {url!r}")
+        raise ConfigError(
+            f"not a GitHub repository URL (https://github.com/OWNER/NAME): {url!r}"
+        )
     return f"{match.group(1)}/{match.group(2)}"
 
 
@@ -59,7 +67,11 @@ def pages_url(url: str) -> str:
 
 def _files(root: Path) -> list[Path]:
     files = [root / name for name in _TEXT_FILES if (root / name).is_file()]
-    return files + sorted((root / "chapters").glob("*.ipynb")) + sorted((root / "book").glob("*.md"))
+    return (
+        files
+        + sorted((root / "chapters").glob("*.ipynb"))
+        + sorted((root / "book").glob("*.md"))
+    )
 
 
 def mismatches(root: Path | None = None) -> list[str]:
@@ -73,14 +85,20 @@ def mismatches(root: Path | None = None) -> list[str]:
         for pattern in _REFERENCES:
             for match in pattern.finditer(text):
                 if match.group(1) != want:
-                    problems.append(f"{path.relative_to(root)}: {match.group(0).strip()[:90]}")
+                    problems.append(
+                        f"{path.relative_to(root)}: {match.group(0).strip()[:90]}"
+                    )
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     if config.get("repository", {}).get("url") != url:
-        problems.append(f"_config.yml: repository.url is {config.get('repository', {}).get('url')!r}")
+        problems.append(
+            f"_config.yml: repository.url is {config.get('repository', {}).get('url')!r}"
+        )
     with open(root / "pyproject.toml", "rb") as handle:
         urls = tomllib.load(handle).get("project", {}).get("urls", {})
     if urls.get("Source") != url:
-        problems.append(f"pyproject.toml: [project.urls] Source is {urls.get('Source')!r}")
+        problems.append(
+            f"pyproject.toml: [project.urls] Source is {urls.get('Source')!r}"
+        )
     if urls.get("Book") != pages_url(url):
         problems.append(f"pyproject.toml: [project.urls] Book is {urls.get('Book')!r}")
     return problems
@@ -96,7 +114,10 @@ def rewrite(new_url: str, root: Path | None = None) -> list[Path]:
     new_url = f"https://github.com/{new}"
     replacements = [
         (f"https://github.com/{old}", new_url),
-        (f"colab.research.google.com/github/{old}/", f"colab.research.google.com/github/{new}/"),
+        (
+            f"colab.research.google.com/github/{old}/",
+            f"colab.research.google.com/github/{new}/",
+        ),
         (pages_url(old_url), pages_url(new_url)),
     ]
     changed = []
@@ -113,10 +134,15 @@ def rewrite(new_url: str, root: Path | None = None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pulse_lib.repository", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pulse_lib.repository",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="list every reference that disagrees with pyproject.toml")
+    sub.add_parser(
+        "check", help="list every reference that disagrees with pyproject.toml"
+    )
     setter = sub.add_parser("set", help="point every reference at another repository")
     setter.add_argument("url", help="https://github.com/OWNER/NAME")
     args = parser.parse_args(argv)
@@ -130,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for problem in problems:
         print(problem)
-    print(f"{configured()}: " + (f"{len(problems)} reference(s) disagree" if problems else "every reference agrees"))
+    print(
+        f"{configured()}: "
+        + (
+            f"{len(problems)} reference(s) disagree"
+            if problems
+            else "every reference agrees"
+        )
+    )
     return 1 if problems else 0
 
 

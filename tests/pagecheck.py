@@ -31,26 +31,43 @@ def reader_text(soup: BeautifulSoup) -> str:
 def math_problems(soup: BeautifulSoup) -> list[str]:
     """Why the page's math is not rendered (empty list: it is, or the page has none)."""
     problems = []
-    untypeset = [el for el in soup.select("span.math, div.math") if not el.select("mjx-container")]
+    untypeset = [
+        el
+        for el in soup.select("span.math, div.math")
+        if not el.select("mjx-container")
+    ]
     if untypeset:
         sample = untypeset[0].get_text()[:60]
-        problems.append(f"{len(untypeset)} formula(s) not typeset by MathJax, e.g. {sample!r}")
+        problems.append(
+            f"{len(untypeset)} formula(s) not typeset by MathJax, e.g. {sample!r}"
+        )
     raw = RAW_TEX.findall(reader_text(soup))
     if raw:
-        lines = [line.strip() for line in reader_text(soup).splitlines() if RAW_TEX.search(line)]
-        problems.append(f"raw TeX on the page ({len(raw)} delimiters), e.g. {lines[0][:80]!r}")
+        lines = [
+            line.strip()
+            for line in reader_text(soup).splitlines()
+            if RAW_TEX.search(line)
+        ]
+        problems.append(
+            f"raw TeX on the page ({len(raw)} delimiters), e.g. {lines[0][:80]!r}"
+        )
     return problems
 
 
 def has_math(soup: BeautifulSoup) -> bool:
     """The page holds formulas (typeset or not)."""
     return bool(soup.select("span.math, div.math, mjx-container")) or bool(
-        RAW_TEX.search(reader_text(soup)))
+        RAW_TEX.search(reader_text(soup))
+    )
 
 
 def figure_problems(soup: BeautifulSoup, page: Path, min_side: int = 100) -> list[str]:
     """Why the page's figures are not shown: none at all, a file missing or too small."""
-    images = [img for img in soup.select("main img, article img") if "_images/" in img.get("src", "")]
+    images = [
+        img
+        for img in soup.select("main img, article img")
+        if "_images/" in img.get("src", "")
+    ]
     if not images:
         return ["the page shows no figure"]
     problems = []
@@ -61,5 +78,7 @@ def figure_problems(soup: BeautifulSoup, page: Path, min_side: int = 100) -> lis
             continue
         with Image.open(path) as figure:
             if min(figure.size) <= min_side:
-                problems.append(f"{img['src']} is too small to be a figure ({figure.size})")
+                problems.append(
+                    f"{img['src']} is too small to be a figure ({figure.size})"
+                )
     return problems

@@ -10,19 +10,25 @@ from PIL import Image
 
 
 def _soup(body: str) -> BeautifulSoup:
-    return BeautifulSoup(f"<html><body><main><article>{body}</article></main></body></html>",
-                         "html.parser")
+    return BeautifulSoup(
+        f"<html><body><main><article>{body}</article></main></body></html>",
+        "html.parser",
+    )
 
 
 def test_typeset_math_passes():
-    soup = _soup('<p>Loss <span class="math notranslate"><mjx-container class="MathJax">'
-                 "<mjx-math>L</mjx-math></mjx-container></span> falls.</p>")
+    soup = _soup(
+        '<p>Loss <span class="math notranslate"><mjx-container class="MathJax">'
+        "<mjx-math>L</mjx-math></mjx-container></span> falls.</p>"
+    )
     assert pagecheck.has_math(soup)
     assert pagecheck.math_problems(soup) == []
 
 
 def test_raw_inline_tex_fails():
-    soup = _soup(r'<p>Loss <span class="math notranslate">\(\mathcal{L}(\theta)\)</span>.</p>')
+    soup = _soup(
+        r'<p>Loss <span class="math notranslate">\(\mathcal{L}(\theta)\)</span>.</p>'
+    )
     problems = pagecheck.math_problems(soup)
     assert any("not typeset" in p for p in problems)
     assert any("raw TeX" in p and "mathcal" in p for p in problems)
@@ -35,8 +41,10 @@ def test_raw_display_tex_outside_math_spans_fails():
 
 
 def test_tex_in_code_and_outputs_is_not_prose():
-    soup = _soup(r'<div class="cell_input"><pre>print("\\(x\\)", "$$")</pre></div>'
-                 r'<div class="cell_output"><pre>cost $$ \[1\]</pre></div><p>No math here.</p>')
+    soup = _soup(
+        r'<div class="cell_input"><pre>print("\\(x\\)", "$$")</pre></div>'
+        r'<div class="cell_output"><pre>cost $$ \[1\]</pre></div><p>No math here.</p>'
+    )
     assert not pagecheck.has_math(soup)
     assert pagecheck.math_problems(soup) == []
 
@@ -53,4 +61,6 @@ def test_missing_small_and_absent_figures_fail(tmp_path: Path):
     assert missing and "missing" in missing[0]
     tiny = pagecheck.figure_problems(_soup('<img src="../_images/tiny.png">'), page)
     assert tiny and "too small" in tiny[0]
-    assert pagecheck.figure_problems(_soup("<p>text only</p>"), page) == ["the page shows no figure"]
+    assert pagecheck.figure_problems(_soup("<p>text only</p>"), page) == [
+        "the page shows no figure"
+    ]

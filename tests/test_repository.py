@@ -25,10 +25,14 @@ def test_each_chapter_badge_and_colab_cell_name_the_configured_repository(path: 
     url = repository.configured(ROOT)
     cells = nbformat.read(path, as_version=4).cells
     badge = f"https://colab.research.google.com/github/{repository.slug(url)}/blob/main/chapters/{path.name}"
-    assert badge in cells[0].source, "the Colab badge must point at this notebook on main"
+    assert badge in cells[0].source, (
+        "the Colab badge must point at this notebook on main"
+    )
     code = [c for c in cells if c.cell_type == "code"]
     setup = [c for c in code[:2] if "google.colab" in c.source]
-    assert setup and url in setup[0].source, "the Colab setup cell must clone the configured repository"
+    assert setup and url in setup[0].source, (
+        "the Colab setup cell must clone the configured repository"
+    )
 
 
 def _copy_book(tmp_path: Path) -> Path:
@@ -43,14 +47,18 @@ def test_a_stray_reference_is_found_and_set_rewrites_everything(tmp_path: Path):
     root = _copy_book(tmp_path)
     chapter = root / "chapters" / NOTEBOOKS[0].name
     old = repository.slug(repository.configured(root))
-    chapter.write_text(chapter.read_text().replace(f"github/{old}/blob", "github/someone/else/blob", 1))
+    chapter.write_text(
+        chapter.read_text().replace(f"github/{old}/blob", "github/someone/else/blob", 1)
+    )
     assert any("someone/else" in p for p in repository.mismatches(root))
     changed = repository.rewrite("https://github.com/new-owner/new-book", root)
     assert repository.configured(root) == "https://github.com/new-owner/new-book"
     assert {p.name for p in changed} >= {"pyproject.toml", "_config.yml", chapter.name}
     # the stray reference was not the configured one, so `set` leaves it for a human to see
     assert [p for p in repository.mismatches(root) if "someone/else" not in p] == []
-    text = "\n".join((root / n).read_text() for n in ("pyproject.toml", "_config.yml", "README.md"))
+    text = "\n".join(
+        (root / n).read_text() for n in ("pyproject.toml", "_config.yml", "README.md")
+    )
     assert old not in text and "https://new-owner.github.io/new-book" in text
 
 
