@@ -92,6 +92,59 @@ def _run_hidden_source(chapter: str, cell_id: str) -> str:
     )
 
 
+def exercise_blocks(notebook: Any) -> dict[str, list[int]]:
+    """Indices of the cells of each exercise block: from its ``{exercise}`` directive to the
+    next exercise or the next heading (the rule the student version and the grader share)."""
+    blocks: dict[str, list[int]] = {}
+    current: str | None = None
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "markdown":
+            found = exercise_labels(cell.source)
+            if found:
+                current = found[-1]
+                for label in found:
+                    blocks.setdefault(label, [])
+            elif _HEADING.search(cell.source) and "{solution}" not in cell.source:
+                current = None
+        if current is not None:
+            blocks[current].append(index)
+    return blocks
+
+
+def self_check_problems(notebook: Any) -> list[str]:
+    """Why a chapter's exercises would not work in its student version (empty: they would).
+
+    Each exercise block needs a self-check (a ``check(`` call without ``strict=True``), and
+    that check must come before the block's solution cell: the student version removes the
+    solution cell, so nothing the self-check needs may be defined there.
+    """
+    problems = []
+    for label, cells in exercise_blocks(notebook).items():
+        code = [
+            (i, notebook.cells[i])
+            for i in cells
+            if notebook.cells[i].cell_type == "code"
+        ]
+        checks = [
+            i for i, c in code if "check(" in c.source and not _is_reference_solution(c)
+        ]
+        solutions = [i for i, c in code if _is_reference_solution(c)]
+        if not checks:
+            problems.append(
+                f"{label}: no self-check (check(...) without strict=True) in its block"
+            )
+        elif solutions and min(solutions) < min(checks):
+            problems.append(
+                f"{label}: the solution cell {min(solutions)} comes before the "
+                f"self-check cell {min(checks)}"
+            )
+        if not solutions:
+            problems.append(
+                f"{label}: no solution cell (check(..., strict=True)) in its block"
+            )
+    return problems
+
+
 def student_notebook(notebook: Any, chapter: str) -> Any:
     """The student version of a chapter notebook (see the module docstring); a new object."""
     import copy

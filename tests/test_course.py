@@ -194,6 +194,30 @@ def test_check_results_are_logged_for_the_grader(tmp_path, monkeypatch):
     ]
 
 
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "chapters").glob("*.ipynb")), ids=lambda p: p.stem
+)
+def test_every_chapter_makes_a_working_student_version(path: Path):
+    chapter = nbformat.read(path, as_version=4)
+    assert course.self_check_problems(chapter) == []
+    student = course.student_notebook(chapter, path.stem)
+    text = "\n".join(c.source for c in student.cells)
+    assert "strict=True" not in text and "{solution}" not in text
+    assert student.metadata["pulse_course"]["exercises"] == course.exercise_labels(
+        "\n".join(c.source for c in chapter.cells if c.cell_type == "markdown")
+    )
+
+
+def test_a_self_check_that_needs_the_solution_cell_is_caught():
+    chapter = _fixture_chapter()
+    chapter.cells[5], chapter.cells[7] = chapter.cells[7], chapter.cells[5]
+    assert any("comes before" in p for p in course.self_check_problems(chapter))
+    del chapter.cells[9]
+    assert any(
+        "fx-sum: no self-check" in p for p in course.self_check_problems(chapter)
+    )
+
+
 # -- a real chapter: executes chapter 01 twice (about a minute each on 2 cores) ---------------
 
 
