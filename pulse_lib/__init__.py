@@ -8,6 +8,8 @@ Foundation
 - :mod:`pulse_lib.runner`    executes chapters with papermill (``python -m pulse_lib.runner``)
 - :mod:`pulse_lib.stan`      CmdStan setup (``python -m pulse_lib.stan install``) and Stan programs
 - :mod:`pulse_lib.exercises` self-checking exercises
+- :mod:`pulse_lib.course`    student versions and the grader (``python -m pulse_lib.course``)
+- :mod:`pulse_lib.repository` the repository URL from one place (``python -m pulse_lib.repository``)
 - :mod:`pulse_lib.io`        atomic file writes
 - :mod:`pulse_lib.errors`    the exception types raised on bad input
 
