@@ -330,6 +330,15 @@ def grading_notebook(notebook: Any, profile: str = "ci") -> tuple[Any, list[str]
                     f"profile = {profile!r}", metadata={"tags": ["injected-parameters"]}
                 )
             )
+    if not any(
+        "injected-parameters" in _tags(c) for c in cells
+    ):  # parameters cell deleted
+        cells.insert(
+            0,
+            nbformat.v4.new_code_cell(
+                f"profile = {profile!r}", metadata={"tags": ["injected-parameters"]}
+            ),
+        )
     notebook.cells = cells
     return notebook, labels
 

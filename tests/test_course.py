@@ -231,3 +231,28 @@ def test_chapter_01_student_version_scores_zero_and_the_reference_full(tmp_path)
         ROOT / "chapters" / "01_marketing_funnel.ipynb", reference=True, root=ROOT
     )
     assert reference.points == reference.max_points == untouched.max_points
+
+
+def test_the_grader_injects_the_profile_even_without_a_parameters_cell():
+    chapter = _fixture_chapter()
+    graded, labels = course.grading_notebook(chapter)
+    injected = [
+        i
+        for i, c in enumerate(graded.cells)
+        if "injected-parameters" in c.metadata.get("tags", [])
+    ]
+    parameters = [
+        i
+        for i, c in enumerate(graded.cells)
+        if "parameters" in c.metadata.get("tags", [])
+    ]
+    assert labels == ["fx-mean", "fx-sum"] and injected == [parameters[0] + 1]
+    del chapter.cells[1]
+    graded, _ = course.grading_notebook(chapter)
+    assert graded.cells[0].source == "profile = 'ci'"
+    markers = [
+        c.source.split("= ")[-1]
+        for c in graded.cells
+        if "pulse-grader" in c.metadata.get("tags", [])
+    ]
+    assert markers == ["None", '"fx-mean"', '"fx-sum"', "None"]  # headings end a block
