@@ -114,63 +114,77 @@ def exercise_blocks(notebook: Any) -> dict[str, list[int]]:
 def self_check_problems(notebook: Any) -> list[str]:
     """Why a chapter's exercises would not work in its student version (empty: they would).
 
-    Each exercise block needs a self-check (a ``check(`` call without ``strict=True``), and
-    that check must come before the block's solution cell: the student version removes the
-    solution cell, so nothing the self-check needs may be defined there.
+    Each exercise block needs a self-check (a ``check(`` call without ``strict=True``) for the
+    student and a solution cell (``check(..., strict=True)``) that proves the check accepts
+    the reference answer.
     """
     problems = []
     for label, cells in exercise_blocks(notebook).items():
         code = [
-            (i, notebook.cells[i])
-            for i in cells
-            if notebook.cells[i].cell_type == "code"
+            notebook.cells[i] for i in cells if notebook.cells[i].cell_type == "code"
         ]
-        checks = [
-            i for i, c in code if "check(" in c.source and not _is_reference_solution(c)
-        ]
-        solutions = [i for i, c in code if _is_reference_solution(c)]
-        if not checks:
+        if not any(
+            "check(" in c.source and not _is_reference_solution(c) for c in code
+        ):
             problems.append(
                 f"{label}: no self-check (check(...) without strict=True) in its block"
             )
-        elif solutions and min(solutions) < min(checks):
-            problems.append(
-                f"{label}: the solution cell {min(solutions)} comes before the "
-                f"self-check cell {min(checks)}"
-            )
-        if not solutions:
+        if not any(_is_reference_solution(c) for c in code):
             problems.append(
                 f"{label}: no solution cell (check(..., strict=True)) in its block"
             )
     return problems
 
 
+def _self_check_cells(notebook: Any) -> dict[int, int | None]:
+    """For each cell index inside an exercise block: the index of that block's first
+    self-check (a ``check(`` call without ``strict=True``), or ``None`` if it has none."""
+    first: dict[int, int | None] = {}
+    for cells in exercise_blocks(notebook).values():
+        checks = [
+            i
+            for i in cells
+            if notebook.cells[i].cell_type == "code"
+            and "check(" in notebook.cells[i].source
+            and not _is_reference_solution(notebook.cells[i])
+        ]
+        for i in cells:
+            first[i] = min(checks) if checks else None
+    return first
+
+
 def student_notebook(notebook: Any, chapter: str) -> Any:
-    """The student version of a chapter notebook (see the module docstring); a new object."""
+    """The student version of a chapter notebook (see the module docstring); a new object.
+
+    Inside an exercise block: a solution cell (``strict=True``) after the block's self-check
+    is removed; a hidden cell, or a solution cell the self-check needs (one that comes before
+    it, e.g. computing the reference and checking it at once), is replaced by a call that runs
+    the book's own copy out of sight (:func:`run_hidden`). Outside exercise blocks only
+    solution cells are removed.
+    """
     import copy
 
     import nbformat
 
     notebook = copy.deepcopy(notebook)
+    first_check = _self_check_cells(notebook)
     labels: list[str] = []
-    in_exercise = False
     cells = []
-    for cell in notebook.cells:
+    for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "markdown":
-            found = exercise_labels(cell.source)
-            if found:
-                labels += found
-                in_exercise = True
-            elif _HEADING.search(cell.source) and "{solution}" not in cell.source:
-                in_exercise = False
+            labels += exercise_labels(cell.source)
             text = strip_solutions(cell.source)
             if not text.strip():
                 continue
             cell.source = text
             cells.append(cell)
-        elif _is_reference_solution(cell):
             continue
-        elif cell.cell_type == "code" and in_exercise and _tags(cell) & HIDDEN_TAGS:
+        in_block = index in first_check
+        check_at = first_check.get(index)
+        solution = _is_reference_solution(cell)
+        if solution and (not in_block or (check_at is not None and index > check_at)):
+            continue  # the solution itself: nothing later needs it
+        if in_block and (solution or _tags(cell) & HIDDEN_TAGS):
             if not cell.get("id"):
                 raise DataFormatError(
                     f"{chapter}: a hidden exercise cell has no cell id "
@@ -178,9 +192,8 @@ def student_notebook(notebook: Any, chapter: str) -> Any:
                 )
             cell.source = _run_hidden_source(chapter, cell.id)
             cell.metadata["tags"] = sorted(_tags(cell) - HIDDEN_TAGS)
-            cells.append(cell)
-        else:
-            cells.append(cell)
+            cell.outputs = []
+        cells.append(cell)
     if not labels:
         raise ConfigError(
             f"{chapter} has no {{exercise}} directive: nothing for a student to do"
@@ -265,7 +278,20 @@ def run_hidden(chapter: str, cell_id: str) -> None:
         import __main__
 
         namespace = __main__.__dict__
-    exec(compile(source, f"<{chapter} hidden cell {cell_id}>", "exec"), namespace)  # noqa: S102
+    # A hidden cell says nothing to the student (a reference check would print "correct."
+    # under an untouched stub); its output is shown only if it fails.
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            exec(
+                compile(source, f"<{chapter} hidden cell {cell_id}>", "exec"), namespace
+            )  # noqa: S102
+    except Exception:
+        sys.stdout.write(printed.getvalue())
+        raise
 
 
 @dataclasses.dataclass

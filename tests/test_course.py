@@ -208,14 +208,37 @@ def test_every_chapter_makes_a_working_student_version(path: Path):
     )
 
 
-def test_a_self_check_that_needs_the_solution_cell_is_caught():
+def test_a_chapter_without_a_self_check_is_caught():
     chapter = _fixture_chapter()
-    chapter.cells[5], chapter.cells[7] = chapter.cells[7], chapter.cells[5]
-    assert any("comes before" in p for p in course.self_check_problems(chapter))
     del chapter.cells[9]
-    assert any(
-        "fx-sum: no self-check" in p for p in course.self_check_problems(chapter)
+    assert course.self_check_problems(chapter) == [
+        "fx-sum: no self-check (check(...) without strict=True) in its block"
+    ]
+
+
+def test_a_solution_cell_the_self_check_needs_runs_out_of_sight(tmp_path, monkeypatch):
+    # the pattern "compute the reference and check it strictly in one hidden cell, then the
+    # visible self-check compares with that reference"
+    chapter = _fixture_chapter()
+    chapter.cells[
+        4
+    ].source += (
+        '\ncheck("fx-mean", float(x.mean()), close_to(expected_mean), strict=True)'
     )
+    del chapter.cells[7]
+    assert course.self_check_problems(chapter) == []
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    nbformat.write(chapter, sources / "98_fused.ipynb")
+    monkeypatch.setenv(course.SOURCES_ENV, str(sources))
+    student = course.student_notebook(chapter, "98_fused")
+    text = "\n".join(c.source for c in student.cells)
+    assert "strict=True" not in text and "np.mean(x)" not in text
+    assert text.count("course.run_hidden(") == 1
+    filled = _fill(student, "my_mean", "float(x.mean())")
+    graded = _grade(tmp_path, filled, "fused")
+    assert [e.points for e in graded.exercises] == [1, 0] and graded.errors == 0
+    assert [c["reference"] for c in graded.exercises[0].checks] == [False]
 
 
 # -- a real chapter: executes chapter 01 twice (about a minute each on 2 cores) ---------------
