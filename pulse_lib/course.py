@@ -7,12 +7,13 @@
     python -m pulse_lib.course grade --reference CHAPTER ...   # the book's own answers
 
 **Student version.** Each chapter as committed, minus what gives an answer away: the
-``{solution}`` blocks of the markdown and the hidden cells that check the reference solution
-(``check(..., strict=True)``). A hidden cell inside an exercise block that only prepares the
-reference a self-check compares with stays out of sight too: the student notebook runs the
-book's own copy of that cell (:func:`run_hidden`), so every self-check still works and the
-student sees feedback while working. Everything else (stubs, self-checks, the chapter's prose
-and code) is kept. This keeps answers out of sight, not secret: the book is open.
+``{solution}`` blocks of the markdown and the cells that check the reference solution
+(``check(..., strict=True)``). A hidden cell inside an exercise block (the reference a
+self-check compares with, or a solution cell the self-check needs because it computes that
+reference) stays out of sight: the student notebook runs the book's own copy of that cell,
+silently (:func:`run_hidden`), so every self-check still works and the student sees feedback
+while working. Everything else (stubs, self-checks, the chapter's prose and code) is kept.
+This keeps answers out of sight, not secret: the book is open.
 
 **Grading.** The grader executes a filled-in notebook in a fresh kernel (``ci`` profile, from
 the book's ``chapters/`` folder, errors allowed so one broken answer does not sink the rest).
