@@ -81,13 +81,17 @@ class OPEEstimate:
 
 def _as_1d(name: str, values: object, n: int | None = None) -> np.ndarray:
     """A finite float64 1-D array, or a :class:`SchemaError` naming the argument and row."""
-    return check_array(name, values, shape=(n,))
+    arr = check_array(name, values, ndim=1)
+    if n is not None and arr.shape[0] != n:
+        raise SchemaError(f"{name} has {arr.shape[0]} rows, expected {n} (same as rewards)")
+    return arr
 
 
 def _probabilities(name: str, values: object, n: int, *, allow_zero: bool) -> np.ndarray:
     """Probabilities in [0, 1]; with ``allow_zero=False`` at least the smallest normal double,
     so ``1 / p`` stays finite (zero and denormal propensities are errors, not ``inf``)."""
-    return check_probabilities(name, values, shape=(n,), strictly_positive=not allow_zero)
+    _as_1d(name, values, n)
+    return check_probabilities(name, values, strictly_positive=not allow_zero)
 
 
 def _weights(rewards: object, target_prob: object, behaviour_prob: object) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +189,9 @@ def _episodes(
     if not np.issubdtype(st.dtype, np.integer):
         raise SchemaError(f"steps must be integers (0, 1, 2, ... within an episode), got dtype {st.dtype}")
     gamma = check_scalar("gamma", gamma, low=0.0, high=1.0, low_open=True, error=SchemaError)
+    if ids.dtype.kind in "US" and not isinstance(episode_ids, np.ndarray) and not all(
+            isinstance(i, str) for i in np.asarray(episode_ids, dtype=object).ravel()):
+        raise SchemaError("episode_ids mixes strings with numbers; numpy would turn 0 into '0'")
     if ids.dtype.kind == "f":
         check_array("episode_ids", ids, shape=(n,))  # NaN ids would merge or split episodes
     elif ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
