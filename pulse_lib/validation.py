@@ -82,6 +82,11 @@ def _show(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def _label(row: Any) -> str:
+    """A row label as a reader writes it (``11``, ``'a'``), not ``np.int64(11)``."""
+    return repr(row.item() if isinstance(row, np.generic) else row)
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, (bool, np.bool_))
 
@@ -112,7 +117,7 @@ def check_scalar(
     except OverflowError:
         raise error(f"{name} is too large for a float: {_show(value)}") from None
     if math.isnan(x):
-        raise error(f"{name} must not be NaN")
+        raise error(f"{name} must not be NaN, got {value!r}")
     if finite and math.isinf(x):
         raise error(f"{name} must be finite, got {x!r}")
     if low is not None and (x < low or (low_open and x == low)):
@@ -440,18 +445,18 @@ def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaEr
     if pd.api.types.is_datetime64_any_dtype(series):
         if series.isna().any():
             row = series.index[series.isna().to_numpy()][0]
-            raise error(f"{name} has a missing date at row {row!r}")
+            raise error(f"{name} has a missing date at row {_label(row)}")
         return series
     for row, item in series.items():
         if not isinstance(item, str):
             what = "missing" if item is None or (isinstance(item, float) and math.isnan(item)) else _show(item)
-            raise error(f"{name} must hold date strings in format {fmt!r}; row {row!r} is {what}")
+            raise error(f"{name} must hold date strings in format {fmt!r}; row {_label(row)} is {what}")
     try:
         return pd.to_datetime(series, format=fmt, exact=True, errors="raise")
     except (ValueError, TypeError):
         parsed = pd.to_datetime(series, format=fmt, exact=True, errors="coerce")
         row = series.index[parsed.isna().to_numpy()][0]
-        raise error(f"{name}: row {row!r} is {series[row]!r}, not a date in format {fmt!r}") from None
+        raise error(f"{name}: row {_label(row)} is {series[row]!r}, not a date in format {fmt!r}") from None
 
 
 # --------------------------------------------------------------------------- dataclass configs
