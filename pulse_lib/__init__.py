@@ -9,6 +9,7 @@ Foundation
 - :mod:`pulse_lib.stan`      CmdStan setup (``python -m pulse_lib.stan install``) and Stan programs
 - :mod:`pulse_lib.exercises` self-checking exercises
 - :mod:`pulse_lib.io`        atomic file writes
+- :mod:`pulse_lib.validation` the validators every config and entry point uses on its input
 - :mod:`pulse_lib.errors`    the exception types raised on bad input
 
 Parts of the book
