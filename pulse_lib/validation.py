@@ -215,6 +215,11 @@ def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
     except (TypeError, ValueError) as exc:  # ragged nested lists
         raise error(f"{name} must be a rectangular array of numbers: {exc}") from exc
     if arr.dtype.kind == "O":
+        missing = [x is None or type(x).__name__ == "NAType" for x in arr.ravel()]
+        if any(missing):  # None and pandas.NA are missing values: report them as NaN rows
+            flat = arr.ravel().copy()
+            flat[np.asarray(missing)] = np.nan
+            arr = flat.reshape(arr.shape)
         try:
             arr = arr.astype(np.float64)
         except (TypeError, ValueError, OverflowError) as exc:

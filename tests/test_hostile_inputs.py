@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hostile import Case, Ctx, case_timeout, params, raises_after, run_case  # noqa: F401
 
@@ -198,6 +199,8 @@ ARRAY_CLASSES: dict[str, Any] = {
     "object": object(), "2d": [[1.0] * N], "too-short": [1.0] * (N - 1), "too-long": [1.0] * (N + 1),
     "nan": [1.0, np.nan, 1.0, 1.0], "inf": [1.0, np.inf, 1.0, 1.0], "-inf": [1.0, -np.inf, 1.0, 1.0],
     "complex": [1.0 + 1j] * N, "huge-int": [10**400] * N, "none-entry": [1.0, None, 1.0, 1.0],
+    "pandas-na": pd.array([1.0, pd.NA, 1.0, 1.0], dtype="Float64"),
+    "dates": np.array(["2020-01-01"] * N, dtype="M8[D]"),
 }
 PROB_CLASSES: dict[str, Any] = dict(
     ARRAY_CLASSES, **{"negative": [0.5, -0.1, 0.5, 0.5], "above-one": [0.5, 1.5, 0.5, 0.5],
@@ -380,8 +383,6 @@ def _book_cases() -> Iterator[Case]:
         yield Case(f"book.markdown_table/frame-{cls}", lambda c, f=frame: book.markdown_table(f),
                    "frame", ConfigError,
                    xfail="book.markdown_table: a non-DataFrame gives a bare AttributeError")
-    import pandas as pd
-
     frame = pd.DataFrame({"a": [0.5]})
     yield Case("book.markdown_table/floatfmt-bad", lambda c: book.markdown_table(frame, "q.z"),
                "floatfmt", ConfigError,
