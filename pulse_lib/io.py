@@ -23,7 +23,7 @@ from typing import IO
 from pulse_lib.errors import ConfigError, PathError, PulseError
 from pulse_lib.validation import check_non_negative, check_output_path
 
-__all__ = ["STALE_AFTER_SECONDS", "atomic_write", "atomic_path", "clean_stale_temp_files"]
+__all__ = ["STALE_AFTER_SECONDS", "atomic_path", "atomic_write", "clean_stale_temp_files"]
 
 #: A temporary file of an atomic write untouched for this long belongs to a dead process.
 STALE_AFTER_SECONDS: float = 3600.0
@@ -39,7 +39,7 @@ def _temp_affixes(target: Path) -> tuple[str, str]:
 
 
 def _temp_pattern(target: Path) -> re.Pattern[str]:
-    prefix, suffix = _temp_affixes(target)
+    prefix = _temp_affixes(target)[0]
     # Also matches what a suffix-adding writer made of a temp name (".x.abc.part.npy").
     return re.compile(re.escape(prefix) + _RANDOM + r"\.part(\.[^/]*)?")
 

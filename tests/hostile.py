@@ -110,7 +110,7 @@ def run_case(case: Case, ctx: Ctx, capsys: pytest.CaptureFixture[str]) -> None:
             if exc.code in (0, None):
                 pytest.fail(f"{case.id}: exited with success status {exc.code!r}")
             message += "\n" + capsys.readouterr().err
-        if not re.search(case.match, message, flags=re.S):
+        if not re.search(case.match, message, flags=re.DOTALL):
             pytest.fail(f"{case.id}: message does not name {case.match!r}: {message}")
         return
     pytest.fail(f"{case.id}: bad input accepted silently (returned {result!r:.200})")

@@ -206,7 +206,7 @@ PROB_CLASSES: dict[str, Any] = dict(
     ARRAY_CLASSES, **{"negative": [0.5, -0.1, 0.5, 0.5], "above-one": [0.5, 1.5, 0.5, 0.5],
                       "huge": [0.5, 1e308, 0.5, 0.5]})
 PROPENSITY_CLASSES: dict[str, Any] = dict(
-    PROB_CLASSES, **{"zero": [0.5, 0.0, 0.5, 0.5], "denormal": [0.5, 1e-320, 0.5, 0.5]})
+    PROB_CLASSES, zero=[0.5, 0.0, 0.5, 0.5], denormal=[0.5, 1e-320, 0.5, 0.5])
 
 
 def _array_cases(entry: str, fn: Callable[..., Any], good: dict[str, Any]) -> Iterator[Case]:
@@ -258,7 +258,8 @@ def _ope_cases() -> Iterator[Case]:
                        lambda c, fn=fn, g=gamma: fn(**GOOD_TRAJ, gamma=g), "gamma", SchemaError)
         long_ep = dict(episode_ids=[0] * 3, steps=[0, 1, 2], rewards=[1.0] * 3, target_prob=[1.0] * 3,
                        behaviour_prob=[1e-200] * 3)
-        yield Case(f"ope.{name}/weights-overflow", lambda c, fn=fn: fn(**long_ep), "overflow")
+        yield Case(f"ope.{name}/weights-overflow", lambda c, fn=fn, kw=long_ep: fn(**kw),
+                   "overflow")
     for cls, value in [("nan", [1.0, np.nan]), ("negative", [1.0, -2.0]), ("empty", []),
                        ("inf", [1.0, np.inf]), ("2d", [[1.0, 2.0]]), ("string", "1"), ("none", None)]:
         yield Case(f"ope.effective_sample_size/{cls}",
@@ -274,7 +275,7 @@ def _ope_cases() -> Iterator[Case]:
 
 
 def _stan_cases() -> Iterator[Case]:
-    import pulse_lib.stan as stan
+    from pulse_lib import stan
     from pulse_lib.stan.__main__ import main
 
     def guarded(c: Ctx) -> None:
