@@ -160,6 +160,19 @@ def doubly_robust(
 # --------------------------------------------------------------------------- trajectory estimators
 
 
+def _check_episode_ids(values: object, ids: np.ndarray, n: int) -> None:
+    """Episode ids are all integers or all strings (finite floats pass): no NaN, no bools,
+    no mix that numpy would silently turn into strings (``0`` into ``'0'``)."""
+    if ids.dtype.kind in "US" and not isinstance(values, np.ndarray) and not all(
+            isinstance(i, str) for i in np.asarray(values, dtype=object).ravel()):
+        raise SchemaError("episode_ids mixes strings with numbers; numpy would turn 0 into '0'")
+    if ids.dtype.kind == "f":
+        check_array("episode_ids", ids, shape=(n,))  # NaN ids would merge or split episodes
+    elif ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
+            isinstance(i, (str, int, np.integer)) and not isinstance(i, bool) for i in ids)):
+        raise SchemaError(f"episode_ids must be integers or strings, got dtype {ids.dtype}")
+
+
 @dataclass(frozen=True)
 class _Episodes:
     """Logged episodes as a dense (episodes x horizon) grid, padded after each episode's end."""
@@ -189,14 +202,7 @@ def _episodes(
     if not np.issubdtype(st.dtype, np.integer):
         raise SchemaError(f"steps must be integers (0, 1, 2, ... within an episode), got dtype {st.dtype}")
     gamma = check_scalar("gamma", gamma, low=0.0, high=1.0, low_open=True, error=SchemaError)
-    if ids.dtype.kind in "US" and not isinstance(episode_ids, np.ndarray) and not all(
-            isinstance(i, str) for i in np.asarray(episode_ids, dtype=object).ravel()):
-        raise SchemaError("episode_ids mixes strings with numbers; numpy would turn 0 into '0'")
-    if ids.dtype.kind == "f":
-        check_array("episode_ids", ids, shape=(n,))  # NaN ids would merge or split episodes
-    elif ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
-            isinstance(i, (str, int, np.integer)) and not isinstance(i, bool) for i in ids)):
-        raise SchemaError(f"episode_ids must be integers or strings, got dtype {ids.dtype}")
+    _check_episode_ids(episode_ids, ids, n)
     try:
         _, episode_index = np.unique(ids, return_inverse=True)
     except TypeError as exc:  # e.g. strings mixed with integers
