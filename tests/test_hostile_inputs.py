@@ -551,3 +551,10 @@ def test_book_json_result_round_trips_through_load_benchmark(tmp_path: Path, mon
     ctx = Ctx(tmp_path, monkeypatch)
     name = _bench_root(ctx, "demo", json.dumps({"machine": {"cores": 2}, "v": 1}).encode())
     assert book.load_benchmark(name)["v"] == 1
+
+
+def test_atomic_text_is_utf8_whatever_the_locale(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LC_ALL", "C")  # a reader on another locale gets the same bytes
+    with io.atomic_write(tmp_path / "t.txt", "w") as handle:
+        handle.write("café λ")
+    assert (tmp_path / "t.txt").read_bytes() == "café λ".encode()
