@@ -11,6 +11,7 @@ Foundation
 - :mod:`pulse_lib.course`    student versions and the grader (``python -m pulse_lib.course``)
 - :mod:`pulse_lib.repository` the repository URL from one place (``python -m pulse_lib.repository``)
 - :mod:`pulse_lib.io`        atomic file writes
+- :mod:`pulse_lib.validation` the validators every config and entry point uses on its input
 - :mod:`pulse_lib.errors`    the exception types raised on bad input
 
 Parts of the book

@@ -25,3 +25,10 @@ class ConfigError(PulseError, ValueError):
 
 class SetupError(PulseError, RuntimeError):
     """A tool the book needs (CmdStan, Chromium) could not be found or installed."""
+
+
+class PathError(PulseError, OSError):
+    """A path exists but is the wrong kind: a directory where a file is expected, or the reverse.
+
+    A path that does not exist raises the standard :class:`FileNotFoundError` instead.
+    """

