@@ -51,6 +51,13 @@ def resolve_profile(profiles: Mapping[str, Mapping[str, Any]], profile: str) -> 
     and full size where a reader has the hardware.
     Both profiles must define the same keys, so a reader can see every setting side by side.
     """
+    if not isinstance(profiles, Mapping):
+        raise ConfigError(
+            f"PROFILES must map profile names to settings, got {type(profiles).__name__}"
+        )
+    not_mappings = [k for k in PROFILE_NAMES if k in profiles and not isinstance(profiles[k], Mapping)]
+    if not_mappings:
+        raise ConfigError(f"PROFILES: profile(s) {not_mappings} must be dicts of settings")
     missing = [name for name in PROFILE_NAMES if name not in profiles]
     if missing:
         raise ConfigError(f"PROFILES lacks the profile(s) {missing}; define {list(PROFILE_NAMES)}")
@@ -77,8 +84,10 @@ def resolve_profile(profiles: Mapping[str, Mapping[str, Any]], profile: str) -> 
 
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and (if installed) torch; return a fresh NumPy ``Generator``."""
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed >= 2**63:
+        raise ConfigError(f"seed must be below 2**63 (torch's limit), got {seed!r}")
     random.seed(int(seed))
     np.random.seed(int(seed) % 2**32)
     try:
@@ -99,7 +108,14 @@ def setup_torch(threads: int | None = None) -> str:
     import torch
 
     if threads is None:
-        threads = int(os.environ.get("PULSE_TORCH_THREADS", "1" if os.environ.get("CI") else "0"))
+        raw = os.environ.get("PULSE_TORCH_THREADS", "1" if os.environ.get("CI") else "0")
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ConfigError(f"PULSE_TORCH_THREADS must be an integer, got {raw!r}") from None
+    from pulse_lib.validation import check_integer
+
+    threads = check_integer("threads", threads, low=0)  # 0: torch's default
     if threads > 0:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -144,7 +160,16 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str | None = None) -> Markdown
     the cell, never typed by hand. Floats are formatted with ``floatfmt`` (e.g. ``".3g"``) when
     given, else with ``str``. The index is not shown: ``reset_index()`` first to keep it.
     """
+    import pandas as pd
     from IPython.display import Markdown
+
+    if not isinstance(frame, pd.DataFrame):
+        raise ConfigError(f"markdown_table: frame must be a pandas DataFrame, got {type(frame).__name__}")
+    if floatfmt is not None:
+        try:
+            format(0.5, floatfmt)
+        except (ValueError, TypeError):
+            raise ConfigError(f"markdown_table: floatfmt {floatfmt!r} is not a float format") from None
 
     def cell(value: Any) -> str:
         if floatfmt is not None and isinstance(value, (float, np.floating)):
@@ -167,21 +192,33 @@ def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
     """
     from scipy import stats
 
-    x = np.asarray(values, dtype=float).ravel()
+    from pulse_lib.validation import check_array, check_scalar
+
+    if isinstance(values, (str, bytes, Mapping)):
+        raise ConfigError(f"mean_ci: values must be a sequence of numbers, got {type(values).__name__}")
+    try:
+        x = check_array("mean_ci: values", values, ndim=1, allow_empty=True, error=ConfigError)
+    except ConfigError:
+        raise
     if x.size == 0:
-        raise ConfigError("mean_ci: no values given")
-    if not np.all(np.isfinite(x)):
-        raise ConfigError(f"mean_ci: values must be finite, got {x[~np.isfinite(x)][:3].tolist()}")
-    if not 0.0 < level < 1.0:
-        raise ConfigError(f"mean_ci: level must lie in (0, 1), got {level!r}")
+        raise ConfigError("mean_ci: values is empty (no values given)")
+    check_scalar("mean_ci: level", level, low=0.0, high=1.0, low_open=True, high_open=True)
     if x.size < 2:
         return float(x[0]), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return float(x.mean()), float(half)
+    scale = float(np.max(np.abs(x)))
+    y = x / scale if scale > 0 else x  # rescaled so huge values cannot overflow the spread
+    half = stats.t.ppf(0.5 + level / 2, x.size - 1) * y.std(ddof=1) / np.sqrt(x.size)
+    mean, half = float(y.mean() * (scale or 1.0)), float(half * (scale or 1.0))
+    if not (np.isfinite(mean) and np.isfinite(half)):
+        raise ConfigError(f"mean_ci: values too large for a float interval (max |value| {scale:g})")
+    return mean, half
 
 
 def format_ci(values: Sequence[float] | np.ndarray, digits: int = 3, level: float = 0.95) -> str:
     """``"mean ± half-width"`` from :func:`mean_ci` (``"mean (one run)"`` for a single value)."""
+    from pulse_lib.validation import check_integer
+
+    digits = check_integer("format_ci: digits", digits, low=0, high=15)
     mean, half = mean_ci(values, level)
     if np.isnan(half):
         return f"{mean:.{digits}f} (one run)"
@@ -198,12 +235,20 @@ def load_benchmark(name: str) -> dict[str, Any] | None:
 
     from pulse_lib.errors import DataFormatError
 
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+        raise ConfigError(
+            f"benchmark name must be a plain file stem like 'pulserl_scoring', got {name!r}"
+        )
     path = repo_root() / "benchmarks" / "results" / f"{name}.json"
     if not path.exists():
         print(f"{path.name} has not been recorded yet: run `python benchmarks/{name}.py`")
         return None
+    if not path.is_file():
+        raise DataFormatError(f"{path}: a benchmark result must be a file, not a directory")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataFormatError(f"{path}: not a valid benchmark result ({err})") from err
     if not isinstance(data, dict) or "machine" not in data:
@@ -213,7 +258,11 @@ def load_benchmark(name: str) -> dict[str, Any] | None:
 
 def benchmark_provenance(data: Mapping[str, Any], name: str) -> str:
     """One italic line: which script recorded a result, when, on what machine and load."""
-    m = data["machine"]
+    from pulse_lib.errors import DataFormatError
+
+    m = data.get("machine") if isinstance(data, Mapping) else None
+    if not isinstance(m, Mapping):
+        raise DataFormatError(f"benchmark result {name!r}: no 'machine' record (a dict) in it")
     load = m.get("load_average_1_5_15min")
     text = (f"*Recorded by `benchmarks/{name}.py` on {m.get('date', '?')}: "
             f"{m.get('cores', '?')} cores ({m.get('cpu_model', '?')}), "
@@ -236,6 +285,8 @@ def show_benchmark(name: str) -> dict[str, Any] | None:
 
 def package_versions(packages: Sequence[str] = KEY_PACKAGES) -> dict[str, str]:
     """Installed version of each package, or ``"not installed"``."""
+    if isinstance(packages, (str, bytes)):
+        raise ConfigError(f"packages must be a list of names, not the string {packages!r}")
     versions = {}
     for name in packages:
         try:
@@ -252,6 +303,8 @@ def version_stamp(extra: Sequence[str] = ()) -> None:
 
 def version_text(extra: Sequence[str] = ()) -> str:
     """The text of :func:`version_stamp`: Python, machine, device and package versions."""
+    if isinstance(extra, (str, bytes)):
+        raise ConfigError(f"extra must be a list of package names, not the string {extra!r}")
     versions = package_versions(tuple(KEY_PACKAGES) + tuple(extra))
     try:
         import torch

@@ -118,6 +118,10 @@ def test_mean_ci_is_student_t_and_refuses_nan():
         book.mean_ci([])
     with pytest.raises(ConfigError, match="level"):
         book.mean_ci([1.0, 2.0], level=95)
+    # huge values: rescaled, so the mean and spread do not overflow
+    assert book.mean_ci([1e308, 1e308]) == (1e308, 0.0)
+    with pytest.raises(ConfigError, match="too large"):  # the half-width itself overflows
+        book.mean_ci([1e308, -1e308])
 
 
 def test_load_benchmark(tmp_path, monkeypatch, capsys):
