@@ -56,7 +56,7 @@ from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig  # noqa: E402
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states  # noqa: E402
 
 NAME = "coupons_lambda_compute"
-FULL = dict(n_users=2_000, budget=0.8, gen_lengths=[1_000, 2_000, 4_000], retrain_lengths=[250, 500, 1_000],
+FULL = dict(n_users=2_000, budget=0.8, gen_lengths=[1_000, 2_000, 4_000], retrain_lengths=[500, 1_000],
             eval_ratio=0.5, retrain_tol=0.125, search_tol=1e-3, truth_users=10_000, curve_users=2_000,
             curve_lambdas=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], min_tolerance=0.005)
 QUICK = dict(n_users=60, budget=0.8, gen_lengths=[10, 20], retrain_lengths=[5, 10], eval_ratio=0.5,

@@ -9,7 +9,8 @@ with two outputs per head. The budget is a spend over the 30 days, so there is n
 day is in the state and the episode ends on day 30. We let the network predict the value *per
 remaining day*, ``Q̂(s, a) = (H - t) f(s, a)``: the target becomes
 ``f(s, a) <- (x + (H - t - 1) f(s', π(s'))) / (H - t)``, a number near the daily retention or cost,
-so an untrained network is already roughly right and 30 days of bootstrapping converge in a few
+so with the output layer warm-started at the logged daily means (:meth:`REME.warm_start`) an
+untrained network is already roughly right and 30 days of bootstrapping converge in a few
 thousand steps instead of creeping up from zero. ``f(s_0, π(s_0))`` is retention / cost per
 user-day. ``H`` is read from the data (the day of the next state on terminal rows), never assumed.
 One training evaluates the policy at every λ of the grid.
@@ -80,6 +81,21 @@ class REME:
         self.train_seconds = 0.0
         self.horizon: int | None = config.horizon
 
+    def warm_start(self, dataset_rewards: np.ndarray, dataset_costs: np.ndarray) -> None:
+        """Start every head's per-day values at the logged mean reward and cost per day.
+
+        The output layer's bias is set to those means (and its weights scaled down), so before any
+        update the evaluator predicts the logging policy's daily retention and spend -- an error of
+        (policy - logging) rather than (policy - 0) for the 30-day bootstrapping to remove.
+        """
+        with torch.no_grad():
+            for net in (self.q, self.q_target):
+                last = net.body[-1]
+                bias = last.bias.view(self.config.n_heads, 2, N_ACTIONS)
+                bias[:, 0, :] = float(np.mean(dataset_rewards))
+                bias[:, 1, :] = float(np.mean(dataset_costs))
+                last.weight.mul_(0.1)
+
     def set_horizon(self, horizon: int) -> None:
         """Fix the episode length (from the data); refuse one that contradicts the config."""
         if self.config.horizon is not None and self.config.horizon != horizon:
@@ -133,6 +149,8 @@ class REME:
         from tqdm.auto import trange
 
         self.set_horizon(data_horizon(sampler.dataset))
+        if self.n_updates == 0:
+            self.warm_start(sampler.dataset.rewards, sampler.dataset.costs)
         return [self.update(sampler.sample(self.config.batch_size, rng))
                 for _ in trange(n_steps, disable=not progress, desc="REME", leave=False)]
 
