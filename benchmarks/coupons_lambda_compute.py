@@ -56,7 +56,7 @@ from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig  # noqa: E402
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states  # noqa: E402
 
 NAME = "coupons_lambda_compute"
-FULL = dict(n_users=2_000, budget=0.8, gen_lengths=[1_000, 2_000, 4_000], retrain_lengths=[500, 1_000],
+FULL = dict(n_users=2_000, budget=0.8, gen_lengths=[1_000, 3_000], retrain_lengths=[500, 1_000],
             eval_ratio=0.5, retrain_tol=0.125, search_tol=1e-3, truth_users=10_000, curve_users=2_000,
             curve_lambdas=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], min_tolerance=0.005)
 QUICK = dict(n_users=60, budget=0.8, gen_lengths=[10, 20], retrain_lengths=[5, 10], eval_ratio=0.5,
@@ -231,7 +231,13 @@ def main(argv: list[str] | None = None) -> Path:
                         help="default: 0 1 2 (what the book reports); 0 1 with --quick")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--part", action="store_true",
+                        help="write <name>_seed<first seed>.json (one of several processes; then --merge)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="combine per-seed result files (runs of --seeds N) into one result")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out_dir)
     torch.set_num_threads(1)
     s = dict(QUICK if args.quick else FULL)
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
@@ -244,30 +250,54 @@ def main(argv: list[str] | None = None) -> Path:
     curve: list[dict] = []
     started = time.perf_counter()
     path = None
+    settings = {**s, "seeds_planned": seeds, "lambda_grid": "0..1 step 0.05",
+                "objective": "undiscounted retention and spend per user-day over the horizon",
+                "rbcq_hidden": rbcq.hidden, "rbcq_heads": rbcq.n_heads, "batch_size": rbcq.batch_size}
     for i, seed in enumerate(seeds):
         rows, c = generalized_sweep(data, config, s, seed, rbcq, reme, args.progress)
         routes += rows
         curve += c
         routes += retraining_sweep(data, config, s, seed, rbcq, reme)
-        done = seeds[: i + 1]
-        gen_longest = [r for r in routes if r["route"] == "lambda-generalized" and r["length"] == max(s["gen_lengths"])]
-        payload = {
-            "benchmark": NAME, "quick": args.quick, "machine": machine_info(),
-            "settings": {**s, "seeds": done, "seeds_planned": seeds, "lambda_grid": "0..1 step 0.05",
-                         "objective": "undiscounted retention and spend per user-day over the horizon",
-                         "rbcq_hidden": rbcq.hidden, "rbcq_heads": rbcq.n_heads, "batch_size": rbcq.batch_size},
-            "routes": routes,
-            "learning_curve": curve,
-            "equal_quality": equal_quality(routes, s, done) if len(done) >= 1 else None,
-            "budget_use": [{"seed": r["seed"], "length": r["length"], "budget_use": r["true_cost"] / s["budget"],
-                            "true_retention": r["true_retention"], "true_cost": r["true_cost"],
-                            "within_budget": within_budget(r, s["budget"])} for r in gen_longest],
-            "benchmark_wall_seconds": round(time.perf_counter() - started, 1),
-        }
-        path = write_results(NAME + ("_quick" if args.quick else ""), payload, args.out_dir)
+        payload = summarise(args.quick, {**settings, "seeds": seeds[: i + 1]}, routes, curve,
+                            [machine_info()], time.perf_counter() - started)
+        name = NAME + ("_quick" if args.quick else "") + (f"_seed{seeds[0]}" if args.part else "")
+        path = write_results(name, payload, args.out_dir)
         eq = payload["equal_quality"]
-        print(f"[{time.perf_counter() - started:.0f} s] seeds {done}: equal-quality updates ratio "
+        print(f"[{time.perf_counter() - started:.0f} s] seeds {seeds[: i + 1]}: equal-quality updates ratio "
               f"{eq.get('updates_ratio')}; wrote {path}", flush=True)
+    return path
+
+
+def summarise(quick: bool, settings: dict, routes: list[dict], curve: list[dict], machines: list[dict],
+              wall: float) -> dict:
+    """The result file: every run, the learning curve, equal quality and budget use."""
+    gen_longest = [r for r in routes
+                   if r["route"] == "lambda-generalized" and r["length"] == max(settings["gen_lengths"])]
+    return {
+        "benchmark": NAME, "quick": quick, "machine": machines[0], "machines": machines,
+        "settings": settings, "routes": routes, "learning_curve": curve,
+        "equal_quality": equal_quality(routes, settings, settings["seeds"]),
+        "budget_use": [{"seed": r["seed"], "length": r["length"], "budget_use": r["true_cost"] / settings["budget"],
+                        "true_retention": r["true_retention"], "true_cost": r["true_cost"],
+                        "within_budget": within_budget(r, settings["budget"])} for r in gen_longest],
+        "benchmark_wall_seconds": round(wall, 1),
+    }
+
+
+def merge(paths: list[Path], out_dir: Path) -> Path:
+    """One result from per-seed files run side by side (``--part --seeds N``), seeds in order."""
+    import json
+
+    parts = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda d: d["settings"]["seeds"][0])
+    settings = {**parts[0]["settings"], "seeds": [x for d in parts for x in d["settings"]["seeds"]],
+                "run_as": f"{len(parts)} processes side by side, one per seed (nice 10)"}
+    settings.pop("seeds_planned", None)
+    payload = summarise(parts[0]["quick"], settings, [r for d in parts for r in d["routes"]],
+                        [c for d in parts for c in d["learning_curve"]], [d["machine"] for d in parts],
+                        max(d["benchmark_wall_seconds"] for d in parts))
+    path = write_results(NAME + ("_quick" if parts[0]["quick"] else ""), payload, out_dir)
+    print(f"merged {len(parts)} parts: equal-quality updates ratio "
+          f"{payload['equal_quality'].get('updates_ratio')}; wrote {path}")
     return path
 
 
