@@ -23,10 +23,16 @@ that of the shortest length whose policy is within budget (true spend <= budget 
 standard errors) and reaches the target. The ratio retraining / generalized is reported per seed
 and as a mean with a Student-t 95% interval.
 
-Writes ``results/coupons_lambda_compute.json`` (partial results after every seed).
+Writes ``results/coupons_lambda_compute.json`` (partial results after every seed). The seeds are
+independent, so the recorded run ran one process per seed side by side and merged them (on a
+shared, busy 2-core machine: about an hour of wall time at a load average near 20; the updates
+are exact counts, the seconds are inflated by the load alike for both routes):
 
-    nice -n 10 python benchmarks/coupons_lambda_compute.py          # the recorded run (~30-40 min)
-    python benchmarks/coupons_lambda_compute.py --quick             # a smoke test (seconds)
+    nice -n 10 python benchmarks/coupons_lambda_compute.py                  # all seeds, one process
+    for s in 0 1 2; do nice -n 10 python benchmarks/coupons_lambda_compute.py --part --seeds $s \
+        --out-dir /tmp/parts & done; wait
+    python benchmarks/coupons_lambda_compute.py --merge /tmp/parts/*.json   # the recorded run
+    python benchmarks/coupons_lambda_compute.py --quick                     # a smoke test (seconds)
 """
 
 from __future__ import annotations
