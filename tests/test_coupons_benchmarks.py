@@ -21,7 +21,7 @@ def load(name: str):
 
 
 @pytest.mark.parametrize("name, keys", [
-    ("coupons_lambda_compute", {"machine", "settings", "routes", "updates_ratio", "seconds_ratio", "retention_difference"}),
+    ("coupons_lambda_compute", {"machine", "settings", "routes", "equal_quality", "budget_use", "learning_curve"}),
     ("coupons_rbcq_speed", {"machine", "settings", "speed", "memory"}),
 ])
 def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> None:
@@ -32,7 +32,10 @@ def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> Non
     if name == "coupons_lambda_compute":
         routes = {r["route"] for r in payload["routes"]}
         assert routes == {"lambda-generalized", "per-lambda retraining"}
-        assert payload["updates_ratio"] > 0
+        assert all(r["updates"] > 0 and r["probes"] >= 1 for r in payload["routes"])
+        eq = payload["equal_quality"]
+        assert {"target_retention", "tolerance", "per_seed"} <= set(eq) and len(eq["per_seed"]) == 2
+        assert all({"seed", "budget_use", "true_retention"} <= set(b) for b in payload["budget_use"])
     else:
         assert payload["memory"]["explicit_over_logged"] > 1
         assert all(s["rbcq_steps_per_s"] > 0 for s in payload["speed"])

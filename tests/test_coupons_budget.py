@@ -56,3 +56,94 @@ def test_non_binding_budget_warns() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         search_grid(cost, 1.0, lambda_grid())  # binding: no warning
+
+
+# --- impossible estimates, the continuous search and the randomised mix -------------------------
+
+import math  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pulse_lib.coupons.budget import PolicyMix, randomise, valid_cost  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(threshold=st.floats(0.05, 0.95), budget=st.floats(0.2, 2.0),
+       bad=st.lists(st.tuples(st.floats(0.0, 1.0), st.sampled_from([math.nan, -0.3, 0.0, 2.5, math.inf])),
+                    max_size=6),
+       tol=st.sampled_from([0.5, 0.05, 1e-3]))
+def test_search_never_selects_an_impossible_estimate(threshold: float, budget: float, bad: list, tol: float) -> None:
+    """Estimates outside [0.1, 2.1] or NaN are flagged and never returned, wherever they occur."""
+    corrupt = {round(lam, 3): value for lam, value in bad}
+
+    def estimate(lam: float) -> float:  # a cost that jumps at `threshold`, corrupted at some λ
+        for key, value in corrupt.items():
+            if abs(lam - key) < tol / 4:
+                return value
+        return 2.1 - 1.5 * lam if lam < threshold else 0.3
+
+    for search in (lambda: search_bisection(estimate, budget, tol=tol, min_cost=0.1, max_cost=2.1),
+                   lambda: search_grid(estimate, budget, lambda_grid(), min_cost=0.1, max_cost=2.1)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BudgetNotBindingWarning)
+            try:
+                found = search()
+            except BudgetInfeasibleError:
+                continue  # refusing is allowed; selecting an impossible estimate is not
+        assert valid_cost(found.cost, 0.1, 2.1) and found.cost <= budget
+        assert math.isfinite(found.cost) and 0.1 <= found.cost <= 2.1
+        assert all(not valid_cost(v, 0.1, 2.1) for _, v in found.flagged)
+        if found.over_cost is not None:
+            assert valid_cost(found.over_cost, 0.1, 2.1) and found.over_cost > budget
+
+
+def test_flagged_estimates_are_reported() -> None:
+    def estimate(lam: float) -> float:
+        return math.nan if 0.42 < lam < 0.58 else (-0.2 if lam > 0.9 else 2.1 - 2.0 * lam)
+
+    found = search_grid(estimate, 1.0, lambda_grid(), min_cost=0.1, max_cost=2.1)
+    assert found.lam == pytest.approx(0.6, abs=1e-6) and len(found.flagged) == 3 + 2
+    with pytest.raises(BudgetInfeasibleError, match="outside the feasible range"):
+        search_bisection(estimate, 1.0, min_cost=0.1, max_cost=2.1)  # λ = 1 claims a negative spend
+
+
+def test_bisection_refuses_non_finite_settings_without_hanging() -> None:
+    for kwargs in (dict(high=math.inf), dict(low=math.nan), dict(tol=math.nan), dict(tol=math.inf),
+                   dict(high=math.nan)):
+        with pytest.raises(ConfigError):
+            search_bisection(cost, 1.0, **kwargs)
+    with pytest.raises(ConfigError):
+        search_bisection(cost, 1.0, min_cost=0.1, max_cost=math.nan)
+    found = search_bisection(cost, 1.0, tol=1e-300, max_probes=40)  # a tolerance below float spacing
+    assert len(found.evaluations) == 40 and found.cost <= 1.0
+
+
+def test_continuous_search_spends_the_budget_where_a_grid_cannot() -> None:
+    """Between two grid points the continuous search lands within its tolerance of the threshold."""
+    found = search_bisection(cost, 1.03, tol=1e-4)
+    assert found.cost <= 1.03 and found.cost > 1.03 - 2.0 * 1e-4 - 1e-9
+    on_grid = search_grid(cost, 1.03, lambda_grid())
+    assert on_grid.cost < found.cost  # the 0.05 grid leaves up to 0.1 per user-day unspent
+
+
+def test_randomised_mix_meets_the_budget_in_expectation_on_a_toy_problem() -> None:
+    """A cost curve that jumps from 1.5 to 0.4 at λ = 0.3: no single policy spends 0.8; the mix does."""
+    true_cost = lambda lam: 1.5 if lam < 0.3 else 0.4  # noqa: E731
+    budget = 0.8
+    found = search_bisection(true_cost, budget, tol=1e-3)
+    assert found.cost == 0.4 and found.over_cost == 1.5 and found.lam - found.over_lam <= 1e-3
+    mix = randomise(found, budget)
+    assert mix.expected_cost == pytest.approx(budget)
+    # per-user randomisation, simulated: each user follows one of the two policies for the whole episode
+    rng = np.random.default_rng(0)
+    n = 200_000
+    follows_low = rng.random(n) < mix.p_low
+    spend = np.where(follows_low, true_cost(mix.lam_low), true_cost(mix.lam_high))
+    se = spend.std(ddof=1) / np.sqrt(n)
+    assert abs(spend.mean() - budget) < 4 * se
+    assert mix.combine(1.0, 0.0) == pytest.approx(mix.p_low)
+    # no bracket (the budget does not bind): the feasible policy alone
+    with pytest.warns(BudgetNotBindingWarning):
+        alone = randomise(search_bisection(true_cost, 2.0), 2.0)
+    assert alone == PolicyMix(0.0, 0.0, 0.0, 1.5, 1.5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler, lambda_grid
+from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler, data_horizon, lambda_grid
 from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig, eligible_mask, mix, random_convex_weights, to_tensors
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states
 from pulse_lib.coupons.simulator import CouponSimConfig, logging_policy, simulate
@@ -47,7 +47,7 @@ def test_rem_weights_lie_on_the_simplex_and_the_loss_uses_the_mixture(dataset: C
     alpha = torch.tensor([0.1, 0.2, 0.3, 0.4])
     np.testing.assert_allclose(mix(q, alpha), (q * alpha.view(1, 4, 1)).sum(dim=1), rtol=1e-6)
     # the TD loss changes with α, and with a one-hot α it is the loss of that head alone
-    model = RBCQ(RBCQConfig(hidden=16, n_heads=3), seed=0)
+    model = RBCQ(RBCQConfig(hidden=16, n_heads=3, horizon=30), seed=0)
     b = to_tensors(LambdaSampler(dataset, lambda_grid()).sample(64, np.random.default_rng(1)), "cpu")
     losses = [model.losses(b, torch.eye(3)[k])[0].item() for k in range(3)]
     assert len(set(np.round(losses, 8))) == 3
@@ -56,7 +56,7 @@ def test_rem_weights_lie_on_the_simplex_and_the_loss_uses_the_mixture(dataset: C
 
 
 def test_lambda_is_an_input_and_enters_the_reward(dataset: CouponDataset) -> None:
-    model = RBCQ(RBCQConfig(hidden=16, n_heads=2), seed=0)
+    model = RBCQ(RBCQConfig(hidden=16, n_heads=2, horizon=30), seed=0)
     b = to_tensors(LambdaSampler(dataset, np.array([0.0], dtype=np.float32)).sample(64, np.random.default_rng(2)), "cpu")
     q0 = model.q(b["obs"], torch.zeros(64))
     q1 = model.q(b["obs"], torch.ones(64))
@@ -74,7 +74,7 @@ def test_lambda_is_an_input_and_enters_the_reward(dataset: CouponDataset) -> Non
 
 
 def test_loss_decreases_on_a_fixed_batch(dataset: CouponDataset) -> None:
-    model = RBCQ(RBCQConfig(hidden=32, n_heads=4, lr=1e-3, target_update_every=10_000), seed=0)
+    model = RBCQ(RBCQConfig(hidden=32, n_heads=4, lr=1e-3, target_update_every=10_000, horizon=30), seed=0)
     batch = LambdaSampler(dataset, lambda_grid()).sample(128, np.random.default_rng(3))
     first = model.update(batch)
     for _ in range(150):
@@ -104,3 +104,46 @@ def test_config_rejects_bad_values() -> None:
         RBCQConfig(n_heads=0)
     with pytest.raises(ConfigError):
         REMEConfig(horizon=0)
+    with pytest.raises(ConfigError):
+        RBCQConfig(horizon=0)
+
+
+def test_horizon_comes_from_the_data(dataset: CouponDataset) -> None:
+    """REME and R-BCQ read H from the data; a config that contradicts it, or no H at all, is an error."""
+    short = CouponDataset.from_episodes(simulate(CouponSimConfig(n_users=10, horizon=5), rng=np.random.default_rng(0),
+                                                 stochastic_policy=logging_policy()))
+    assert data_horizon(short) == 5 and data_horizon(dataset) == 30
+    policy = lambda obs, lam: torch.zeros(obs.shape[0], dtype=torch.long)  # noqa: E731
+    reme = REME(policy, REMEConfig(hidden=8, n_heads=2), seed=0)
+    reme.fit(LambdaSampler(short, np.array([0.0], dtype=np.float32)), 2, np.random.default_rng(0))
+    assert reme.horizon == 5
+    learner = RBCQ(RBCQConfig(hidden=8, n_heads=2), seed=0)
+    learner.fit(LambdaSampler(short, lambda_grid()), 2, np.random.default_rng(0))
+    assert learner.horizon == 5
+    with pytest.raises(ConfigError, match="horizon 30 but the data's episodes last 5"):
+        REME(policy, REMEConfig(horizon=30), seed=0).fit(LambdaSampler(short, lambda_grid()), 1, np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="horizon is unknown"):
+        RBCQ(RBCQConfig(hidden=8), seed=0).update(LambdaSampler(short, lambda_grid()).sample(4, np.random.default_rng(0)))
+    mixed = CouponDataset(short.observations, short.actions, short.rewards, short.costs,
+                          short.next_observations.copy(), short.terminals)
+    mixed.next_observations[4, 0] = 7  # one episode claims to end on day 7
+    with pytest.raises(SchemaError, match="different days"):
+        data_horizon(mixed)
+
+
+def test_rbcq_target_is_undiscounted_per_remaining_day(dataset: CouponDataset) -> None:
+    """The TD target equals (r - λc + (H - t - 1) f(s', a*)) / (H - t): no discount anywhere."""
+    model = RBCQ(RBCQConfig(hidden=8, n_heads=1, bcq_threshold=0.0, horizon=30), seed=0)
+    b = to_tensors(LambdaSampler(dataset, np.array([0.3], dtype=np.float32)).sample(32, np.random.default_rng(5)), "cpu")
+    alpha = torch.ones(1)
+    with torch.no_grad():
+        for p in model.q_target.parameters():
+            p.zero_()  # the next-state value is then 0: the target is the reward spread over the days left
+        model.q_target.body[-1].bias.fill_(0.5)  # ... or 0.5 per day for every action
+        day = torch.round(b["obs"][:, 0] * 30)
+        remaining = 30 - day
+        expected = (b["rewards"] - 0.3 * b["costs"] + (1 - b["terminals"]) * (remaining - 1) * 0.5) / remaining
+        q = model.q(b["obs"], b["lam"]).squeeze(1).gather(1, b["actions"].unsqueeze(1)).squeeze(1)
+        want = torch.nn.functional.huber_loss(q, expected)
+    td, _ = model.losses(b, alpha)
+    assert td.item() == pytest.approx(want.item(), rel=1e-5)

@@ -24,12 +24,14 @@ from pulse_lib.errors import ConfigError, SchemaError
 class CQLConfig:
     """The settings passed to d3rlpy's ``DiscreteCQLConfig`` (plus the network width)."""
 
-    hidden: int = 64
-    gamma: float = 0.9
-    lr: float = 3e-4
-    batch_size: int = 256
+    hidden: int = 64  # units in each of the two hidden layers
+    #: 1.0: undiscounted, the objective of the whole part (rewards are divided by the horizon, so
+    #: the value of a day-0 state is the per-user-day Lagrangian, as for R-BCQ and REME)
+    gamma: float = 1.0
+    lr: float = 3e-4  # Adam learning rate
+    batch_size: int = 256  # transitions per update
     alpha: float = 1.0  # weight of the CQL(H) penalty
-    target_update_interval: int = 200
+    target_update_interval: int = 200  # updates between target-network copies
 
 
 class LambdaCQL:
@@ -52,7 +54,7 @@ class LambdaCQL:
 
     @staticmethod
     def build_dataset(dataset: CouponDataset, grid: np.ndarray, horizon: int, seed: int) -> Any:
-        """The d3rlpy ``MDPDataset``: state ``[s, λ]`` and reward ``r - λ c``, one λ per episode."""
+        """The d3rlpy ``MDPDataset``: state ``[s, λ]`` and reward ``(r - λ c) / H``, one λ per episode."""
         import d3rlpy
 
         m = len(dataset)
@@ -63,7 +65,7 @@ class LambdaCQL:
         rng = np.random.default_rng(seed)
         lam = np.repeat(np.asarray(grid, dtype=np.float32)[rng.integers(0, len(grid), m // horizon)], horizon)
         obs = np.concatenate([dataset.observations * STATE_SCALE, lam[:, None]], axis=1).astype(np.float32)
-        rewards = (dataset.rewards - lam * dataset.costs).astype(np.float32)
+        rewards = ((dataset.rewards - lam * dataset.costs) / horizon).astype(np.float32)
         return d3rlpy.dataset.MDPDataset(obs, dataset.actions.astype(np.int64), rewards,
                                          dataset.terminals.astype(np.float32), action_size=N_ACTIONS)
 

@@ -95,6 +95,22 @@ class CouponDataset:
                                       self.behaviour_probs) if a is not None)
 
 
+def data_horizon(dataset: CouponDataset) -> int:
+    """The episode length read from the data: the day in the next state of every terminal row.
+
+    The day is the first number of the state, so a terminal transition leaves day ``H - 1`` for
+    day ``H``. Every terminal row must agree (episodes of one length), else a ``SchemaError``.
+    """
+    ends = dataset.terminals > 0.5
+    if not np.any(ends):
+        raise SchemaError("the dataset has no terminal transitions: the horizon cannot be read from it")
+    days = np.unique(np.round(dataset.next_observations[ends, 0]).astype(int))
+    if days.size != 1 or days[0] < 1:
+        raise SchemaError(f"terminal rows end on different days {days.tolist()[:5]}: episodes must share one "
+                          "horizon (the day in the state counts the days)")
+    return int(days[0])
+
+
 @dataclass
 class Batch:
     """A minibatch, as float32/int64 numpy arrays; ``lam`` is one λ per row."""

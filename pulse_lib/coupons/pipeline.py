@@ -1,39 +1,71 @@
 """The two routes to a budget-satisfying policy, with their compute counted.
 
 * **λ-generalized** (BCORLE(λ)): train one λ-conditioned learner and one REME evaluator on the
-  λ-generalized data, then scan the grid with REME's cost estimate -- no further training.
+  λ-generalized data, then search λ *continuously* by bisection on REME's cost estimate (a probe is
+  a forward pass, so the tolerance can be tiny) -- no further training.
 * **Per-λ retraining** (what the paper replaces): bisection on λ where every probe trains a new
   learner at that λ and a new evaluator for it.
 
-Both report gradient updates and seconds spent, so the chapter and the benchmark compare compute.
+Both finish the same way: the two policies of the final bracket are mixed at random, per user, so
+that the expected estimated spend equals the budget (:func:`~pulse_lib.coupons.budget.randomise`).
+Both report gradient updates, λ probes and seconds, so the chapter and the benchmark compare compute.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from pulse_lib.coupons.budget import LambdaSearch, search_bisection, search_grid
+from pulse_lib.coupons import simulator as sim
+from pulse_lib.coupons.budget import LambdaSearch, PolicyMix, randomise, search_bisection
 from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler
 from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states
 from pulse_lib.coupons.simulator import COUPON_VALUES
 from pulse_lib.errors import SchemaError
 
+#: The least and the most any policy can spend per user-day (cheapest and dearest coupon).
+COST_RANGE: tuple[float, float] = (float(COUPON_VALUES.min()), float(COUPON_VALUES.max()))
+
 
 @dataclass
 class BudgetRun:
     """A learner, its evaluator, the λ chosen for the budget, and the compute it took."""
 
-    learner: Any
-    evaluator: REME
+    learner: Any  # the learner of the selected λ (λ-generalized: the only one)
+    evaluator: REME  # the evaluator of the selected λ
     search: LambdaSearch
-    updates: int
-    seconds: float
+    mix: PolicyMix  # the randomisation between the final bracket's two policies
+    updates: int  # gradient updates, learner and evaluator, every probe included
+    seconds: float  # wall time of training and search
+    probes: int  # λ values evaluated by the search
+    learners: dict[float, Any] = field(default_factory=dict)  # λ -> learner that acts at that λ
+
+    def policy(self, lam: float) -> sim.Policy:
+        """The simulator policy at ``λ`` (a probed λ for retraining; any trained λ when generalized)."""
+        learner = self.learners.get(float(lam), self.learner)
+        return learner.policy(float(lam))
+
+    def true_value(self, config: sim.CouponSimConfig, n_users: int, seed: int) -> sim.PolicyValue:
+        """Ground truth of the randomised policy: each user follows one of the two bracket policies.
+
+        Per-user randomisation makes the mix's expected retention and cost the ``p``-weighted
+        averages of the two policies' values, so each policy is simulated on its own (same seed)
+        and combined; the standard errors combine likewise (independent runs).
+        """
+        high = sim.evaluate_policy(config, self.policy(self.mix.lam_high), n_users=n_users, seed=seed)
+        if self.mix.p_low == 0.0:
+            return high
+        low = sim.evaluate_policy(config, self.policy(self.mix.lam_low), n_users=n_users, seed=seed)
+        p = self.mix.p_low
+        se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))  # noqa: E731
+        return sim.PolicyValue(self.mix.combine(low.retention, high.retention),
+                               self.mix.combine(low.cost, high.cost), se(low.retention_se, high.retention_se),
+                               se(low.cost_se, high.cost_se), n_users)
 
 
 def _check_dataset(dataset: CouponDataset) -> None:
@@ -44,11 +76,12 @@ def _check_dataset(dataset: CouponDataset) -> None:
 def lambda_generalized(dataset: CouponDataset, grid: np.ndarray, budget: float, *, n_steps: int,
                        n_eval_steps: int, seed: int, rbcq: RBCQConfig = RBCQConfig(),
                        reme: REMEConfig = REMEConfig(), device: str = "cpu", progress: bool = False,
-                       learner: Any | None = None) -> BudgetRun:
-    """Train once over the whole grid, evaluate once, pick λ* by a grid scan of REME's cost estimate.
+                       learner: Any | None = None, search_tol: float = 1e-3) -> BudgetRun:
+    """Train once over the whole grid, evaluate once, bisect λ on REME's cost estimate, mix the bracket.
 
-    ``learner``: an already trained λ-conditioned learner (anything with ``greedy``), e.g. CQL; then
-    only REME is trained here and only its updates are counted.
+    ``learner``: an already trained λ-conditioned learner (anything with ``greedy`` and ``policy``),
+    e.g. CQL; then only REME is trained here and only its updates are counted. The search runs on
+    ``[min(grid), max(grid)]`` to ``search_tol``, between the grid points as well.
     """
     _check_dataset(dataset)
     rng = np.random.default_rng(seed)
@@ -64,16 +97,17 @@ def lambda_generalized(dataset: CouponDataset, grid: np.ndarray, budget: float, 
     evaluator.fit(sampler, n_eval_steps, rng, progress=progress)
     updates += n_eval_steps
     starts = initial_states(dataset.observations)
-    search = search_grid(lambda lam: evaluator.estimate(starts, lam).cost, budget, grid,
-                         min_cost=float(COUPON_VALUES.min()))
-    return BudgetRun(learner, evaluator, search, updates, time.perf_counter() - start)
+    search = search_bisection(lambda lam: evaluator.estimate(starts, lam).cost, budget,
+                              float(np.min(grid)), float(np.max(grid)), search_tol, *COST_RANGE)
+    return BudgetRun(learner, evaluator, search, randomise(search, budget), updates,
+                     time.perf_counter() - start, len(search.evaluations))
 
 
 def per_lambda_retraining(dataset: CouponDataset, budget: float, *, n_steps: int, n_eval_steps: int,
-                          seed: int, low: float = 0.0, high: float = 1.0, tol: float = 0.05,
+                          seed: int, low: float = 0.0, high: float = 1.0, tol: float = 0.0625,
                           rbcq: RBCQConfig = RBCQConfig(), reme: REMEConfig = REMEConfig(),
                           device: str = "cpu", on_probe: Callable[[float], None] | None = None) -> BudgetRun:
-    """Bisection on λ; each probe trains an R-BCQ at that single λ and a REME for it."""
+    """Bisection on λ; each probe trains an R-BCQ at that single λ and a REME for it; mix the bracket."""
     _check_dataset(dataset)
     starts = initial_states(dataset.observations)
     trained: dict[float, tuple[RBCQ, REME]] = {}
@@ -91,7 +125,8 @@ def per_lambda_retraining(dataset: CouponDataset, budget: float, *, n_steps: int
         trained[lam] = (learner, evaluator)
         return evaluator.estimate(starts, lam).cost
 
-    search = search_bisection(cost_of, budget, low, high, tol, min_cost=float(COUPON_VALUES.min()))
+    search = search_bisection(cost_of, budget, low, high, tol, *COST_RANGE)
     learner, evaluator = trained[search.lam]
-    return BudgetRun(learner, evaluator, search, len(trained) * (n_steps + n_eval_steps),
-                     time.perf_counter() - start)
+    return BudgetRun(learner, evaluator, search, randomise(search, budget),
+                     len(trained) * (n_steps + n_eval_steps), time.perf_counter() - start,
+                     len(search.evaluations), {lam: pair[0] for lam, pair in trained.items()})

@@ -10,6 +10,13 @@ One readable file in the spirit of CleanRL: every hyperparameter is a field of :
   simplex and trains the mixture ``Σ α_k Q_k`` with a Huber TD loss.
 * **λ-conditioning**: λ is an input of both networks and the reward is ``r - λ c``, so one training
   serves every λ of the grid.
+* **One objective**: the problem (Chapter 9), the budget and REME count retention and spend per
+  user-day over the whole episode, *undiscounted*; so does R-BCQ. The day is in the state and the
+  episode ends on day ``H`` (read from the data), so an undiscounted value is well defined. As in
+  REME the network predicts the value *per remaining day*, ``Q(s, a) = (H - t) f(s, a)``, and the
+  target is ``f(s, a) <- (r - λc + (H - t - 1) f(s', a*)) / (H - t)``: numbers near a daily reward,
+  so 30 days of bootstrapping start from the right scale. Scaling by ``H - t > 0`` does not change
+  which action is best in a state.
 
 ``n_heads=1`` gives plain discrete BCQ; ``bcq_threshold=0`` gives plain REM; both are baselines.
 """
@@ -24,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler
+from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler, data_horizon
 from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM, Policy
 from pulse_lib.errors import ConfigError, SchemaError
 
@@ -33,24 +40,24 @@ from pulse_lib.errors import ConfigError, SchemaError
 class RBCQConfig:
     """Every hyperparameter of R-BCQ (defaults: the paper's 10 heads and BCQ threshold 0.3)."""
 
-    n_heads: int = 10
-    hidden: int = 64
-    gamma: float = 0.9
-    lr: float = 3e-4
-    batch_size: int = 256
+    n_heads: int = 10  # K: Q-heads mixed by REM
+    hidden: int = 64  # units in each of the two hidden layers
+    lr: float = 3e-4  # Adam learning rate (Q-network and behaviour model)
+    batch_size: int = 256  # transitions (each with its own λ) per update
     bcq_threshold: float = 0.3  # τ: eligible if G(a|s,λ) / max_a' G(a'|s,λ) >= τ
-    huber_delta: float = 1.0
+    huber_delta: float = 1.0  # Huber loss switches from squared to linear here
     target_update_every: int = 200  # hard copy of the online network into the target network
     lambda_low: float = 0.0  # the λ range the networks were trained on (act() refuses outside it)
     lambda_high: float = 1.0
+    horizon: int | None = None  # episode length H; None: read from the data by fit()
 
     def __post_init__(self) -> None:
         if self.n_heads < 1 or self.hidden < 1 or self.batch_size < 1 or self.target_update_every < 1:
             raise ConfigError(f"n_heads, hidden, batch_size, target_update_every must be >= 1: {self}")
         if not 0 <= self.bcq_threshold <= 1:
             raise ConfigError(f"bcq_threshold must lie in [0, 1], got {self.bcq_threshold}")
-        if not 0 <= self.gamma <= 1:
-            raise ConfigError(f"gamma must lie in [0, 1], got {self.gamma}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ConfigError(f"horizon must be >= 1 (or None: from the data), got {self.horizon}")
         if self.lambda_low > self.lambda_high:
             raise ConfigError(f"lambda_low={self.lambda_low} > lambda_high={self.lambda_high}")
 
@@ -116,6 +123,21 @@ class RBCQ:
         self.generator = torch.Generator().manual_seed(seed)
         self.n_updates = 0
         self.train_seconds = 0.0
+        self.horizon: int | None = config.horizon
+
+    def set_horizon(self, horizon: int) -> None:
+        """Fix the episode length (from the data); refuse one that contradicts the config."""
+        if self.config.horizon is not None and self.config.horizon != horizon:
+            raise ConfigError(f"the config says horizon {self.config.horizon} but the data's episodes last "
+                              f"{horizon} days")
+        self.horizon = int(horizon)
+
+    def remaining_days(self, obs_scaled: torch.Tensor) -> torch.Tensor:
+        """``H - t`` from the (scaled) day in the state, clipped to at least one day."""
+        if self.horizon is None:
+            raise ConfigError("the horizon is unknown: call fit() (it reads it from the data) or set_horizon()")
+        day = torch.round(obs_scaled[:, 0] / float(STATE_SCALE[0]))
+        return (self.horizon - day).clamp(min=1.0)
 
     def behaviour_logits(self, obs: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """Logits of the behaviour model ``G(a | s, λ)``."""
@@ -131,7 +153,8 @@ class RBCQ:
             q_next_online = mix(self.q(b["next_obs"], b["lam"]), alpha).masked_fill(~eligible, -torch.inf)
             next_action = q_next_online.argmax(dim=-1, keepdim=True)
             q_next = mix(self.q_target(b["next_obs"], b["lam"]), alpha).gather(1, next_action).squeeze(1)
-            target = reward + cfg.gamma * (1.0 - b["terminals"]) * q_next
+            remaining = self.remaining_days(b["obs"])  # undiscounted, per remaining day
+            target = (reward + (1.0 - b["terminals"]) * (remaining - 1.0) * q_next) / remaining
         q_taken = mix(self.q(b["obs"], b["lam"]), alpha).gather(1, b["actions"].unsqueeze(1)).squeeze(1)
         td_loss = F.huber_loss(q_taken, target, delta=cfg.huber_delta)
         bc_loss = F.cross_entropy(self.behaviour_logits(b["obs"], b["lam"]), b["actions"])
@@ -156,6 +179,7 @@ class RBCQ:
         """``n_steps`` updates on minibatches from ``sampler``; returns the losses every ``log_every`` steps."""
         from tqdm.auto import trange
 
+        self.set_horizon(data_horizon(sampler.dataset))
         history = []
         for step in trange(n_steps, disable=not progress, desc="R-BCQ", leave=False):
             out = self.update(sampler.sample(self.config.batch_size, rng))

@@ -9,8 +9,11 @@ with two outputs per head. The budget is a spend over the 30 days, so there is n
 day is in the state and the episode ends on day 30. We let the network predict the value *per
 remaining day*, ``Q̂(s, a) = (H - t) f(s, a)``: the target becomes
 ``f(s, a) <- (x + (H - t - 1) f(s', π(s'))) / (H - t)``, a number near the daily retention or cost,
-so an untrained network is already roughly right and 30 days of bootstrapping converge in a few
-thousand steps instead of creeping up from zero. ``f(s_0, π(s_0))`` is retention / cost per user-day. One training evaluates the policy at every λ of the grid.
+so with the output layer warm-started at the logged daily means (:meth:`REME.warm_start`) an
+untrained network is already roughly right and 30 days of bootstrapping converge in a few
+thousand steps instead of creeping up from zero. ``f(s_0, π(s_0))`` is retention / cost per
+user-day. ``H`` is read from the data (the day of the next state on terminal rows), never assumed.
+One training evaluates the policy at every λ of the grid.
 ``n_heads=1`` with a one-value grid is fitted-Q evaluation (FQE, Le et al., 2019).
 """
 
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler
+from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler, data_horizon
 from pulse_lib.coupons.rbcq import MultiHeadQ, random_convex_weights, to_tensors
 from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM
 from pulse_lib.errors import ConfigError, SchemaError
@@ -37,17 +40,19 @@ TorchPolicy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class REMEConfig:
     """Every hyperparameter of the evaluator."""
 
-    n_heads: int = 10
-    hidden: int = 64
-    lr: float = 1e-3
-    batch_size: int = 256
-    huber_delta: float = 1.0
-    target_update_every: int = 20
-    horizon: int = 30
+    n_heads: int = 10  # K: heads mixed by REM (1 head and a one-value λ grid: FQE)
+    hidden: int = 64  # units in each of the two hidden layers
+    lr: float = 1e-3  # Adam learning rate
+    batch_size: int = 256  # transitions (each with its own λ) per update
+    huber_delta: float = 1.0  # Huber loss switches from squared to linear here
+    target_update_every: int = 20  # updates between hard copies into the target network
+    horizon: int | None = None  # episode length H; None: read from the data by fit()
 
     def __post_init__(self) -> None:
-        if self.n_heads < 1 or self.hidden < 1 or self.batch_size < 1 or self.horizon < 1:
-            raise ConfigError(f"n_heads, hidden, batch_size, horizon must be >= 1: {self}")
+        if self.n_heads < 1 or self.hidden < 1 or self.batch_size < 1:
+            raise ConfigError(f"n_heads, hidden, batch_size must be >= 1: {self}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ConfigError(f"horizon must be >= 1 (or None: from the data), got {self.horizon}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,29 @@ class REME:
         self.generator = torch.Generator().manual_seed(seed)
         self.n_updates = 0
         self.train_seconds = 0.0
+        self.horizon: int | None = config.horizon
+
+    def warm_start(self, dataset_rewards: np.ndarray, dataset_costs: np.ndarray) -> None:
+        """Start every head's per-day values at the logged mean reward and cost per day.
+
+        The output layer's bias is set to those means (and its weights scaled down), so before any
+        update the evaluator predicts the logging policy's daily retention and spend -- an error of
+        (policy - logging) rather than (policy - 0) for the 30-day bootstrapping to remove.
+        """
+        with torch.no_grad():
+            for net in (self.q, self.q_target):
+                last = net.body[-1]
+                bias = last.bias.view(self.config.n_heads, 2, N_ACTIONS)
+                bias[:, 0, :] = float(np.mean(dataset_rewards))
+                bias[:, 1, :] = float(np.mean(dataset_costs))
+                last.weight.mul_(0.1)
+
+    def set_horizon(self, horizon: int) -> None:
+        """Fix the episode length (from the data); refuse one that contradicts the config."""
+        if self.config.horizon is not None and self.config.horizon != horizon:
+            raise ConfigError(f"the config says horizon {self.config.horizon} but the data's episodes last "
+                              f"{horizon} days")
+        self.horizon = int(horizon)
 
     def _values(self, net: MultiHeadQ, obs: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """``(batch, K, 2, A)``: reward and cost values per head and action."""
@@ -96,8 +124,10 @@ class REME:
 
     def remaining_days(self, obs_scaled: torch.Tensor) -> torch.Tensor:
         """``H - t`` from the (scaled) day in the state, clipped to at least one day."""
+        if self.horizon is None:
+            raise ConfigError("the horizon is unknown: call fit() (it reads it from the data) or set_horizon()")
         day = torch.round(obs_scaled[:, 0] / float(STATE_SCALE[0]))
-        return (self.config.horizon - day).clamp(min=1.0)
+        return (self.horizon - day).clamp(min=1.0)
 
     def update(self, batch: Batch) -> float:
         """One gradient step on a minibatch; returns the loss."""
@@ -118,6 +148,9 @@ class REME:
         """``n_steps`` updates on minibatches from ``sampler``; returns every loss."""
         from tqdm.auto import trange
 
+        self.set_horizon(data_horizon(sampler.dataset))
+        if self.n_updates == 0:
+            self.warm_start(sampler.dataset.rewards, sampler.dataset.costs)
         return [self.update(sampler.sample(self.config.batch_size, rng))
                 for _ in trange(n_steps, disable=not progress, desc="REME", leave=False)]
 
@@ -132,7 +165,6 @@ class REME:
         values = self._values(self.q, obs, lam_t).mean(dim=1)  # average head, (n, 2, A)
         taken = values.gather(2, action.view(-1, 1, 1).expand(-1, 2, 1)).squeeze(2).mean(dim=0)
         return ValueEstimate(float(lam), float(taken[0]), float(taken[1]))
-
 
     @torch.no_grad()
     def totals(self, states: np.ndarray, actions: np.ndarray, lam: float) -> np.ndarray:
