@@ -14,6 +14,7 @@ import numpy as np
 
 from pulse_lib.errors import ConfigError
 from pulse_lib.nba.hybrid import HybridLinearBandit, IntentPolicySelector
+from pulse_lib.nba.rules import BusinessRules, ContactHistory
 from pulse_lib.nba.simulator import OBJECTIVES, JourneySimulator, LoggedData, LoggingPolicy, ObjectiveWeights
 
 __all__ = ["RunResult", "make_learner", "run_online", "STRATEGIES", "run_strategy"]
@@ -32,6 +33,7 @@ class RunResult:
     action_counts: np.ndarray  # (n_rounds, K) how often each action was chosen
     best_counts: np.ndarray  # (n_rounds, K) how often each action was the best live one
     signals: np.ndarray  # (n_rounds, len(OBJECTIVES)) mean realised objective signals
+    contacted: np.ndarray | None = None  # (n_rounds,) share of the batch contacted (rules only)
 
     @property
     def regret(self) -> np.ndarray:
@@ -53,11 +55,17 @@ def make_learner(sim: JourneySimulator, weights: ObjectiveWeights, exploration: 
 
 def run_online(sim: JourneySimulator, policy: HybridLinearBandit | IntentPolicySelector | LoggingPolicy,
                weights: ObjectiveWeights, n_rounds: int, batch: int, rng: np.random.Generator,
-               start_round: int = 0, learn: bool = True, progress: bool = False) -> RunResult:
+               start_round: int = 0, learn: bool = True, progress: bool = False,
+               rules: BusinessRules | None = None) -> RunResult:
     """Run ``policy`` online for ``n_rounds`` rounds of ``batch`` users.
 
     A learner (bandit or selector) gets the catalog's add/retire events as they happen and,
     if ``learn``, an update after each round. A :class:`LoggingPolicy` just acts.
+
+    With ``rules``, each user's eligible actions are the live ones the rules allow
+    (:class:`~pulse_lib.nba.rules.ContactHistory`, fresh for the run); a user with none is not
+    contacted and adds zero to the batch's reward, expected reward and oracle alike (the oracle
+    is the best *eligible* action), so regret compares policies under the same rules.
     """
     if n_rounds < 1 or batch < 1:
         raise ConfigError(f"need n_rounds >= 1 and batch >= 1, got {n_rounds}, {batch}")
@@ -68,6 +76,10 @@ def run_online(sim: JourneySimulator, policy: HybridLinearBandit | IntentPolicyS
     counts = np.zeros((n_rounds, K), dtype=np.int64)
     best_counts = np.zeros((n_rounds, K), dtype=np.int64)
     signals = np.zeros((n_rounds, len(OBJECTIVES)))
+    contacted = np.ones(n_rounds)
+    if rules is not None and rules.n_ids != K:
+        raise ConfigError(f"rules.n_ids is {rules.n_ids} but the catalog has {K} actions")
+    history = ContactHistory(rules, sim.stage.shape[0]) if rules is not None else None
     rounds = range(start_round, start_round + n_rounds)
     if progress:
         from tqdm.auto import tqdm
@@ -83,23 +95,38 @@ def run_online(sim: JourneySimulator, policy: HybridLinearBandit | IntentPolicyS
                         learner.retire_action(a)
         live = sim.catalog.live_mask(t)
         users = sim.sample_users(batch, rng)
-        x = sim.contexts(users)
-        if isinstance(policy, LoggingPolicy):
-            actions, _ = policy.sample(x, live, rng)
+        if history is not None:
+            mask = history.eligible(users, t, live)
+            # one message per user per round: a user drawn twice is contacted once
+            first = np.zeros(batch, dtype=bool)
+            first[np.unique(users, return_index=True)[1]] = True
+            ok = mask.any(axis=1) & first
+            users, mask = users[ok], mask[ok]
+            contacted[i] = ok.mean()
         else:
-            actions = policy.choose(x, np.flatnonzero(live))
+            mask = np.broadcast_to(live, (batch, K))
+        x = sim.contexts(users)
         r_true = sim.expected_reward(x, weights)
-        expected[i] = r_true[np.arange(batch), actions].mean()
-        r_live = np.where(live[None, :], r_true, -np.inf)
-        oracle[i] = r_live.max(axis=1).mean()
-        best_counts[i] = np.bincount(r_live.argmax(axis=1), minlength=K)
+        r_live = np.where(mask, r_true, -np.inf)
+        best_counts[i] = np.bincount(r_live.argmax(axis=1), minlength=K) if users.size else 0
+        if users.size == 0:
+            continue
+        if isinstance(policy, LoggingPolicy):
+            actions, _ = policy.sample(x, mask if history is not None else live, rng)
+        else:
+            actions = policy.choose(x, mask if history is not None else np.flatnonzero(live))
+        expected[i] = r_true[np.arange(users.shape[0]), actions].sum() / batch
+        oracle[i] = r_live.max(axis=1).sum() / batch
         out = sim.step(users, actions, rng)
-        reward[i] = out.reward(weights).mean()
+        if history is not None:
+            history.record(users, actions, t)
+        reward[i] = out.reward(weights).sum() / batch
         counts[i] = np.bincount(actions, minlength=K)
-        signals[i] = out.signals().mean(axis=0)
+        signals[i] = out.signals().sum(axis=0) / batch
         if learn and learners:
             policy.update(x, actions, out.signals())
-    return RunResult(reward, expected, oracle, counts, best_counts, signals)
+    return RunResult(reward, expected, oracle, counts, best_counts, signals,
+                     contacted if history is not None else None)
 
 
 def _learners(policy: object) -> list[HybridLinearBandit]:
