@@ -8,16 +8,29 @@ reward of the chosen actions and of the best live action (so regret needs no ext
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from pulse_lib.nba.bounds import all_lower_bounds, bootstrap_counts
+
 from pulse_lib.errors import ConfigError
 from pulse_lib.nba.hybrid import HybridLinearBandit, IntentPolicySelector
 from pulse_lib.nba.rules import BusinessRules, ContactHistory
-from pulse_lib.nba.simulator import OBJECTIVES, JourneySimulator, LoggedData, LoggingPolicy, ObjectiveWeights
+from pulse_lib.nba.simulator import (
+    OBJECTIVES,
+    JourneySimulator,
+    LoggedData,
+    LoggingPolicy,
+    ObjectiveWeights,
+    bandit_logs,
+    default_catalog,
+    epsilon_greedy,
+)
 
-__all__ = ["RunResult", "make_learner", "run_online", "STRATEGIES", "run_strategy"]
+__all__ = ["RunResult", "make_learner", "run_online", "STRATEGIES", "run_strategy", "BoundsWorld", "bounds_world",
+           "cross_fitted_q", "bound_replication"]
 
 #: The four strategies compared in chapter 12.
 STRATEGIES: tuple[str, ...] = ("logging", "offline-only", "online-only", "hybrid")
@@ -164,3 +177,113 @@ def run_strategy(strategy: str, sim: JourneySimulator, logs: LoggedData, logging
         learner.warm_start(logs.contexts[keep], logs.actions[keep], logs.outcomes.signals()[keep],
                            logs.propensities[keep])
     return run_online(sim, learner, weights, n_rounds, batch, rng, start_round, learn=strategy != "offline-only")
+
+
+# --------------------------------------------------------------------------- chapter 13's world
+
+
+@dataclass
+class BoundsWorld:
+    """The off-policy evaluation problem of chapter 13: a current policy and candidates."""
+
+    sim: JourneySimulator  # stages frozen; contexts drawn i.i.d. from its users
+    current: LoggingPolicy  # the policy that logs the data
+    weights: ObjectiveWeights  # business weights of the reward
+    live: np.ndarray  # (K,) the live actions
+    candidates: dict[str, Callable[[np.ndarray], np.ndarray]]  # name -> (n, K) probabilities
+    truth: dict[str, float]  # true value of each candidate
+    max_weight: dict[str, float]  # largest pi/mu over all users and live actions
+    reward_range: tuple[float, float]  # every reward lies in it
+    v_current: float  # true value of the current policy
+
+
+def bounds_world(n_users: int = 5_000, seed: int = 0, n_train: int = 5_000) -> BoundsWorld:
+    """The current (historical) policy and six candidates a team might propose.
+
+    The learned candidate is the hybrid model fitted on a separate log of ``n_train``
+    decisions, acting greedily with 10% uniform exploration; the others mix the current policy
+    with it or with one action, and one bets everything on an action the current policy rarely
+    takes.
+    """
+    catalog = default_catalog()
+    sim = JourneySimulator(catalog, n_users=n_users, seed=seed)
+    weights = ObjectiveWeights(target=1.0, progress=0.3, cost=1.0)
+    current = LoggingPolicy(catalog)
+    live = catalog.live_mask(0)
+    x_all = sim.contexts()
+    pi0_all = current.probabilities(x_all, live)
+    train = bandit_logs(sim, current, n_train, np.random.default_rng(99))
+    learned = make_learner(sim, weights, exploration="greedy")
+    learned.warm_start(train.contexts, train.actions, train.outcomes.signals(), train.propensities)
+    K = len(catalog)
+
+    def learned_probs(x: np.ndarray, eps: float = 0.1) -> np.ndarray:
+        mean, ids = learned.expected_reward(x)
+        full = np.full((x.shape[0], K), -np.inf)
+        full[:, ids] = mean
+        return epsilon_greedy(full, eps, live)
+
+    def only(name: str, x: np.ndarray) -> np.ndarray:
+        p = np.zeros((x.shape[0], K))
+        p[:, catalog.index(name)] = 1.0
+        return p
+
+    def mix(share: float, other: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda x: (1 - share) * current.probabilities(x, live) + share * other(x)
+
+    candidates = {
+        "learned (ε = 0.1)": learned_probs,
+        "cautious mix (80% current, 20% learned)": mix(0.2, learned_probs),
+        "small step (95% current, 5% learned)": mix(0.05, learned_probs),
+        "near tie (97% current, 3% web_banner)": mix(0.03, lambda x: only("web_banner", x)),
+        "banner blast (50% web_banner)": mix(0.5, lambda x: only("web_banner", x)),
+        "sms blast (100% sms_discount, rarely logged)": lambda x: only("sms_discount", x),
+    }
+    truth = {name: sim.policy_value(f(x_all), x_all, weights) for name, f in candidates.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        max_weight = {name: float(np.max(f(x_all)[:, live] / pi0_all[:, live])) for name, f in candidates.items()}
+    reward_range = (float(-weights.cost * catalog.costs.max()), float(weights.target + weights.progress))
+    return BoundsWorld(sim, current, weights, live, candidates, truth, max_weight, reward_range,
+                       sim.policy_value(pi0_all, x_all, weights))
+
+
+def cross_fitted_q(world: BoundsWorld, logs: LoggedData, folds: int = 2) -> np.ndarray:
+    """``q_hat(x_i, a)`` for every logged row and action, each row predicted out of fold."""
+    K = len(world.sim.catalog)
+    q = np.zeros((len(logs), K))
+    fold = np.arange(len(logs)) % folds
+    for f in range(folds):
+        fit, predict = fold != f, fold == f
+        model = make_learner(world.sim, world.weights, exploration="greedy")
+        model.warm_start(logs.contexts[fit], logs.actions[fit], logs.outcomes.signals()[fit], logs.propensities[fit])
+        mean, ids = model.expected_reward(logs.contexts[predict])
+        q[np.ix_(predict, ids)] = mean
+    return q
+
+
+def bound_replication(world: BoundsWorld, n_logs: int, rng: np.random.Generator,
+                      names: list[str] | None = None, n_boot: int = 0,
+                      delta: float = 0.05) -> list[dict[str, object]]:
+    """One fresh log of the current policy; every estimate and bound for each candidate.
+
+    Returns one record per (candidate, estimator, method) with the value, the candidate's true
+    value and the current policy's on-policy mean reward on this log. ``n_boot=0`` skips the
+    bootstrap bounds.
+    """
+    logs = bandit_logs(world.sim, world.current, n_logs, rng)
+    rewards = logs.rewards(world.weights)
+    counts = bootstrap_counts(len(logs), n_boot, rng) if n_boot else None
+    q = cross_fitted_q(world, logs)
+    rows = np.arange(len(logs))
+    current_on_policy = float(rewards.mean())
+    records = []
+    for name in names or list(world.candidates):
+        probs = world.candidates[name](logs.contexts)
+        bounds = all_lower_bounds(rewards, probs[rows, logs.actions], logs.propensities, q[rows, logs.actions],
+                                  (probs * q).sum(axis=1), reward_range=world.reward_range,
+                                  max_weight=world.max_weight[name], delta=delta, counts=counts, rng=rng,
+                                  bootstrap=bool(n_boot))
+        for (estimator, method), value in bounds.items():
+            records.append(dict(n_logs=n_logs, candidate=name, estimator=estimator, method=method, value=value,
+                                truth=world.truth[name], current_on_policy=current_on_policy))
+    return records
