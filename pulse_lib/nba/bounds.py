@@ -125,7 +125,7 @@ def hcope_lower(terms: object, delta: float = 0.05, *, low: float, holdout: floa
 
 
 def betting_lower(terms: object, delta: float = 0.05, *, low: float, high: float, c: float = 0.75,
-                  rng: np.random.Generator | None = None, tol: float = 1e-9) -> float:
+                  rng: np.random.Generator | None = None, tol: float = 1e-7) -> float:
     """Betting lower bound on the mean of i.i.d. terms in ``[low, high]`` (Waudby-Smith & Ramdas 2023).
 
     Terms are rescaled to ``y in [0, 1]``. For a candidate mean ``m`` the gambler's capital is

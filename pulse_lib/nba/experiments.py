@@ -149,18 +149,24 @@ def _learners(policy: object) -> list[HybridLinearBandit]:
         return list(policy.policies.values())
     if isinstance(policy, LoggingPolicy):
         return []
+    if all(hasattr(policy, m) for m in ("choose", "update", "add_action", "retire_action")):
+        return [policy]  # e.g. pulse_lib.nba.vw.VWContextualBandit
     raise ConfigError(f"unsupported policy type {type(policy).__name__}")
 
 
 def run_strategy(strategy: str, sim: JourneySimulator, logs: LoggedData, logging_policy: LoggingPolicy,
                  weights: ObjectiveWeights, n_rounds: int, batch: int, seed: int, start_round: int,
-                 exploration: str = "ts", alpha: float = 0.5) -> RunResult:
+                 exploration: str = "ts", alpha: float = 0.5, warm_weighting: str = "none",
+                 max_weight: float = 20.0) -> RunResult:
     """One of :data:`STRATEGIES`, from a fresh copy of the population's stages.
 
     - ``logging``: keep running the historical rule;
     - ``offline-only``: fit on the logs, then act greedily and never update;
     - ``online-only``: start from the prior, explore and learn online;
     - ``hybrid``: fit on the logs, then explore and learn online.
+
+    ``warm_weighting="ips"`` weights the logged rows by clipped inverse propensities
+    (``min(1/mu, max_weight)``, see :meth:`HybridLinearBandit.warm_start`).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -175,7 +181,7 @@ def run_strategy(strategy: str, sim: JourneySimulator, logs: LoggedData, logging
         # on purpose, a choice the chapter states; unknown actions would raise.
         keep = np.isin(logs.actions, learner.active_actions)
         learner.warm_start(logs.contexts[keep], logs.actions[keep], logs.outcomes.signals()[keep],
-                           logs.propensities[keep])
+                           logs.propensities[keep], weighting=warm_weighting, max_weight=max_weight)
     return run_online(sim, learner, weights, n_rounds, batch, rng, start_round, learn=strategy != "offline-only")
 
 

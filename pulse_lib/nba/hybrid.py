@@ -563,6 +563,18 @@ class HybridLinearBandit:
         step = self.lam_action * gb + v * noise
         return self._psi() + (self._Ainv @ step[:, :, None])[:, :, 0]
 
+    def sample_coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One joint posterior draw to serve greedily for a refresh window.
+
+        Returns ``(coef, ids, costs)``: score a context ``x`` as ``x @ coef.T - costs`` and
+        take the argmax. ``O(K d^3)`` per draw (a Cholesky factor per action, cached until the
+        next update), ``O(K d)`` per decision served from it; every user of the window sees
+        the same draw, so exploration is coarser than per-decision Thompson sampling.
+        """
+        if self._ids.shape[0] == 0:
+            raise ConfigError("no active action: add one before deciding")
+        return self._sample_psi(), self._ids.copy(), self.cost_weight * self._costs
+
     def _thompson(self, x: np.ndarray) -> np.ndarray:
         """Per-decision Thompson draws of the weighted reward (before costs), ``(n, K)``."""
         x = self._check_contexts(x)
