@@ -331,7 +331,7 @@ def test_shared_coefficients_stay_exact_at_1e8_rows(step: int) -> None:
     ref = _brute_force_beta(xs, a, rs, feats, K)
     err = np.max(np.abs(bandit.beta[:, 0] - ref)) / np.max(np.abs(ref))
     print(f"relative error of beta at 1e8 rows, step {step}: {err:.1e}")
-    assert err < (1e-11 if step == 1 else 1e-13), err
+    assert err < 1e-12, err
     # weights given as sample_weight are the same thing as scaled rows
     weighted = HybridLinearBandit(d, p, exploration="greedy")
     for j in range(K):
