@@ -160,8 +160,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "nba_decision.json")
+    parser.add_argument("--note", default="", help="how the run was made (e.g. under flock), recorded")
     args = parser.parse_args()
     result = bench(args.quick)
+    result["note"] = args.note
     write_json(args.out, result)
     for mode, r in result["modes"].items():
         print(mode, {k: v for k, v in r.items()})

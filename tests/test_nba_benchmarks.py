@@ -18,7 +18,7 @@ def test_decision_benchmark_quick_writes_expected_json(tmp_path: Path) -> None:
                    check=True, env=env, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     assert set(result) == {"config", "targets", "modes", "memory_bytes", "add_action_ms_median",
-                           "full_refactor_ms", "load_average_before", "machine"}
+                           "full_refactor_ms", "load_average_before", "machine", "note"}
     assert result["config"]["quick"] is True
     assert set(result["modes"]) == {"greedy", "ucb", "ts_per_decision", "ts_per_window"}
     for name, mode in result["modes"].items():
