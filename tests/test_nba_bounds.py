@@ -8,7 +8,12 @@ from scipy import stats
 
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.nba.bounds import (
-    bootstrap_lower, deploy, empirical_bernstein_lower, hcope_lower, score_deploy_rule, student_t_lower,
+    bootstrap_lower,
+    deploy,
+    empirical_bernstein_lower,
+    hcope_lower,
+    score_deploy_rule,
+    student_t_lower,
 )
 from pulse_lib.ope import ips, snips
 

@@ -8,7 +8,12 @@ import pytest
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.nba.experiments import make_learner, run_online
 from pulse_lib.nba.rules import BusinessRules, ContactHistory
-from pulse_lib.nba.simulator import JourneySimulator, LoggingPolicy, ObjectiveWeights, default_catalog
+from pulse_lib.nba.simulator import (
+    JourneySimulator,
+    LoggingPolicy,
+    ObjectiveWeights,
+    default_catalog,
+)
 
 
 def test_contact_cap_resets_each_period() -> None:

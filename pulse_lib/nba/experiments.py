@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pulse_lib.nba.bounds import all_lower_bounds, bootstrap_counts
-
 from pulse_lib.errors import ConfigError
+from pulse_lib.nba.bounds import all_lower_bounds, bootstrap_counts
 from pulse_lib.nba.hybrid import HybridLinearBandit, IntentPolicySelector
 from pulse_lib.nba.rules import BusinessRules, ContactHistory
 from pulse_lib.nba.simulator import (
