@@ -17,12 +17,31 @@ def test_decision_benchmark_quick_writes_expected_json(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nba_decision.py"), "--quick", "--out", str(out)],
                    check=True, env=env, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
-    assert set(result) == {"config", "targets", "modes", "memory_bytes", "add_action",
-                           "posterior_refresh_after_update_ms_median", "machine"}
+    assert set(result) == {"config", "targets", "modes", "memory_bytes", "add_action_ms_median",
+                           "full_refactor_ms", "load_average_before", "machine", "note"}
     assert result["config"]["quick"] is True
-    assert set(result["modes"]) == {"greedy", "ucb", "ts_per_decision", "ts_per_batch"}
-    for mode in result["modes"].values():
-        assert mode["latency_p99_us"] >= mode["latency_p50_us"] > 0
-        assert mode["decisions_per_s"] > 0
+    assert set(result["modes"]) == {"greedy", "ucb", "ts_per_decision", "ts_per_window"}
+    for name, mode in result["modes"].items():
+        timings = ("draw", "decision_served") if name == "ts_per_window" else (
+            "decision_fixed_posterior", "decision_after_update", "update_one_row")
+        for key in timings:
+            assert mode[key]["max_us"] >= mode[key]["p99_us"] >= mode[key]["p50_us"] > 0
+        if name != "ts_per_window":
+            assert mode["decisions_per_s"] > 0
     assert result["memory_bytes"]["per_action"] > 0
     assert {"cores", "cpu_model", "torch_threads", "date"} <= set(result["machine"])
+
+
+def test_bounds_benchmark_quick_writes_expected_json(tmp_path: Path) -> None:
+    out = tmp_path / "nba_bounds.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nba_bounds.py"), "--quick", "--out", str(out)],
+                   check=True, env=env, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["config"]["quick"] is True
+    assert {"IPS + EB", "IPS + betting", "DR + betting", "IPS + HCOPE"} <= set(result["bounds"])
+    for bound in result["bounds"].values():
+        for entry in bound["by_size"].values():
+            lo, hi = entry["approval_cp95"]
+            assert lo <= entry["approval_rate"] <= hi
+    assert "load_average_1_5_15min" in result["machine"]

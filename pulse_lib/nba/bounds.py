@@ -9,6 +9,10 @@ The point estimators live in :mod:`pulse_lib.ope` (IPS, SNIPS, DR); each returns
 - :func:`hcope_lower` — Thomas, Theocharous & Ghavamzadeh (2015): clip the terms from above
   at ``c`` (a clipped mean is never above the true one, so the bound stays valid), choosing
   ``c`` on a held-out part of the data.
+- :func:`betting_lower` — Waudby-Smith & Ramdas (2023): the capital of a gambler betting that
+  the mean is above ``m`` grows fast when it is; every ``m`` at which it reaches ``1/delta`` is
+  rejected (Ville's inequality). Valid for terms in a known range like EB, but it adapts to
+  the variance actually seen, and it is much tighter for the skewed, mostly-zero IPS terms.
 - :func:`student_t_lower` — the CLT bound ``mean - t s / sqrt(n)``: approximate, often
   under-covers with heavy-tailed weights.
 - :func:`bootstrap_lower` — percentile bootstrap of a ratio of means (covers IPS and DR with
@@ -32,6 +36,8 @@ __all__ = [
     "empirical_bernstein_lower",
     "hcope_lower",
     "student_t_lower",
+    "betting_lower",
+    "clopper_pearson",
     "bootstrap_lower",
     "bootstrap_counts",
     "all_lower_bounds",
@@ -116,6 +122,73 @@ def hcope_lower(terms: object, delta: float = 0.05, *, low: float, holdout: floa
     # Score each c on the hold-out as if it had the size of the rest (Thomas et al.'s heuristic).
     best_c = max(candidates, key=lambda c: bound(hold, c, rest.shape[0]))
     return bound(rest, float(best_c), rest.shape[0]), float(best_c)
+
+
+def betting_lower(terms: object, delta: float = 0.05, *, low: float, high: float, c: float = 0.75,
+                  rng: np.random.Generator | None = None, tol: float = 1e-7) -> float:
+    """Betting lower bound on the mean of i.i.d. terms in ``[low, high]`` (Waudby-Smith & Ramdas 2023).
+
+    Terms are rescaled to ``y in [0, 1]``. For a candidate mean ``m`` the gambler's capital is
+    ``K(m) = prod_i (1 + lambda_i(m) (y_i - m))`` with predictable bets
+    ``lambda_i(m) = min(lambda_i, c / m)``, ``lambda_i = sqrt(2 ln(1/delta) / (n s_{i-1}^2))``
+    from the running variance of the terms seen before ``i`` (their "predictable plug-in" for a
+    fixed sample size; ``s_0^2 = 1/4``). If the true mean is ``m`` or less, ``K(m)`` is a
+    non-negative supermartingale, so ``P(K(m) >= 1/delta) <= delta`` (Ville): every ``m`` with
+    ``K(m) >= 1/delta`` is rejected. ``K`` is non-increasing in ``m``, so the rejected set is an
+    interval ``[0, L)`` and ``L`` (the bound) is found by bisection. This is the one-sided
+    version of their hedged capital process (all capital on the upward bet).
+
+    The terms are bet on in a random order (``rng``; the bound is valid for any order fixed
+    before looking at the data). A term outside ``[low, high]`` is an error.
+    """
+    delta = _check_delta(delta)
+    x = _terms(terms)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ConfigError(f"need finite low < high, got low={low!r}, high={high!r}")
+    if not 0.0 < c < 1.0:
+        raise ConfigError(f"c (the largest bet as a share of what the gambler can lose) must be in (0, 1), got {c!r}")
+    outside = np.flatnonzero((x < low - 1e-12) | (x > high + 1e-12))
+    if outside.size:
+        i = int(outside[0])
+        raise SchemaError(f"term at row {i} is {x[i]!r}, outside the stated range [{low}, {high}]")
+    rng = np.random.default_rng(0) if rng is None else rng
+    y = np.clip((x[rng.permutation(x.shape[0])] - low) / (high - low), 0.0, 1.0)
+    n = y.shape[0]
+    # running mean and variance of the terms before i (with the prior 1/2, 1/4 of WSR)
+    idx = np.arange(1, n + 1)
+    mean_incl = (0.5 + np.cumsum(y)) / (idx + 1)
+    mean_before = np.r_[0.5, mean_incl[:-1]]
+    var_incl = (0.25 + np.cumsum((y - mean_before) ** 2)) / (idx + 1)
+    var_before = np.r_[0.25, var_incl[:-1]]
+    lam = np.sqrt(2.0 * np.log(1.0 / delta) / (n * var_before))
+    target = np.log(1.0 / delta)
+
+    def log_capital(m: float) -> float:
+        bet = np.minimum(lam, c / m) if m > 0 else lam
+        return float(np.sum(np.log1p(bet * (y - m))))
+
+    lo_m, hi_m = 0.0, 1.0
+    if log_capital(tol) < target:
+        return float(low)
+    while hi_m - lo_m > tol:
+        mid = 0.5 * (lo_m + hi_m)
+        if log_capital(mid) >= target:
+            lo_m = mid  # mid is rejected: the mean is above it
+        else:
+            hi_m = mid
+    return float(low + lo_m * (high - low))
+
+
+def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) two-sided interval for a binomial proportion, e.g. a coverage."""
+    if trials < 1 or not 0 <= successes <= trials:
+        raise ConfigError(f"need 0 <= successes <= trials and trials >= 1, got {successes}, {trials}")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level must be in (0, 1), got {level!r}")
+    a = (1.0 - level) / 2
+    lo = 0.0 if successes == 0 else float(stats.beta.ppf(a, successes, trials - successes + 1))
+    hi = 1.0 if successes == trials else float(stats.beta.ppf(1 - a, successes + 1, trials - successes))
+    return lo, hi
 
 
 def student_t_lower(terms: object, delta: float = 0.05) -> float:
@@ -212,15 +285,18 @@ def score_deploy_rule(shipped: np.ndarray, true_candidate: np.ndarray, true_curr
 def all_lower_bounds(rewards: object, target_prob: object, behaviour_prob: object, q_hat_logged_action: object,
                      v_hat_target: object, *, reward_range: tuple[float, float], max_weight: float,
                      delta: float = 0.05, counts: np.ndarray | None = None,
-                     rng: np.random.Generator | None = None) -> dict[tuple[str, str], float]:
+                     rng: np.random.Generator | None = None,
+                     bootstrap: bool = True) -> dict[tuple[str, str], float]:
     """Point estimates and lower bounds of IPS, SNIPS and DR on one logged data set.
 
     Keys are ``(estimator, method)`` with method ``"estimate"``, ``"EB"`` (empirical Bernstein
     with the range implied by ``reward_range`` and ``max_weight``), ``"HCOPE"`` (clipped EB, IPS
-    only), ``"t"`` and ``"bootstrap"`` (SNIPS bootstraps its ratio). Estimates, ``t`` and
+    only), ``"betting"`` (Waudby-Smith & Ramdas, same ranges as EB), ``"t"`` and ``"bootstrap"`` (SNIPS bootstraps its ratio). Estimates, ``t`` and
     bootstrap use the rewards as given. EB and HCOPE need non-negative IPS terms, so they bound
     ``E[w (r - low)] = V - low`` (true when every action the target takes has positive logging
     probability) and add ``low`` back.
+
+    ``bootstrap=False`` skips the (costly) bootstrap bounds.
 
     ``max_weight`` must bound ``target_prob / behaviour_prob`` over all contexts and actions (not
     only the logged ones): it is a property of the two policies, and a bound computed from the
@@ -250,9 +326,14 @@ def all_lower_bounds(rewards: object, target_prob: object, behaviour_prob: objec
         out[(name, "t")] = student_t_lower(e.terms, delta)
     out[("IPS", "EB")] = empirical_bernstein_lower(ips_shifted, delta, low=0.0, high=max_weight * span) + r_low
     out[("IPS", "HCOPE")] = hcope_lower(ips_shifted, delta, low=0.0, rng=rng)[0] + r_low
+    out[("IPS", "betting")] = betting_lower(ips_shifted, delta, low=0.0, high=max_weight * span, rng=rng) + r_low
     # DR terms: v in [r_low, r_high] plus w (r - q) in [-w_max span, w_max span]
     out[("DR", "EB")] = empirical_bernstein_lower(est["DR"].terms, delta, low=r_low - max_weight * span,
                                                   high=r_high + max_weight * span)
+    out[("DR", "betting")] = betting_lower(est["DR"].terms, delta, low=r_low - max_weight * span,
+                                           high=r_high + max_weight * span, rng=rng)
+    if not bootstrap:
+        return out
     n = r.shape[0]
     counts = bootstrap_counts(n, rng=rng) if counts is None else counts
     out[("IPS", "bootstrap")] = bootstrap_lower(weights * r, delta=delta, counts=counts)

@@ -3,18 +3,45 @@
 1. :class:`HybridLinearBandit` — a linear contextual bandit with parameters shared by all
    actions and parameters per action (the "hybrid" model of Li et al. 2010, Algorithm 2):
 
-       E[r | x, a] = z_{x,a} . beta + x . theta_a,     z_{x,a} = kron(phi_a, x)
+       E[r | x, a] = z_{x,a} . beta + x . theta_a,     z_{x,a} = kron(phi_a, x) = G_a x
 
-   ``phi_a`` are the action's features, so what is learned about one email offer transfers to
-   a new email offer through ``beta``. The posterior is a ridge regression; the learner keeps
-   only its sufficient statistics, so offline warm start (from logs), online updates, batch
-   updates, adding and retiring actions are all the same few matrix sums. Exploration by
-   upper confidence bounds (LinUCB) or by Thompson sampling (Agrawal & Goyal 2013), or none.
+   ``phi_a`` are the action's features (``G_a = kron(phi_a, I_d)``), so what is learned about
+   one email offer transfers to a new email offer through ``beta``. The posterior is the joint
+   ridge regression (prior ``beta ~ N(0, I / lambda)``, ``theta_a ~ N(0, I / lambda_a)``).
+   Exploration by upper confidence bounds (LinUCB), Thompson sampling (Agrawal & Goyal 2013),
+   or none.
+
+   **Parameterisation.** With ``psi_a = G_a^T beta + theta_a`` (the action's whole linear
+   coefficient) the prior is hierarchical, ``psi_a | beta ~ N(G_a^T beta, I / lambda_a)``, and
+   the posterior factorises exactly as
+
+       psi_a | beta, data ~ N(A_a^{-1} (b_a + lambda_a G_a^T beta),  A_a^{-1})
+       beta | data        ~ N(A_0^{-1} b_0,  A_0^{-1})
+       A_a = lambda_a I + sum_{rows of a} x x^T,        b_a = sum_{rows of a} x r^T
+       A_0 = lambda I + sum_a lambda_a G_a (I - lambda_a A_a^{-1}) G_a^T
+       b_0 = sum_a lambda_a G_a A_a^{-1} b_a.
+
+   Every term of ``A_0`` is positive semi-definite and bounded by ``lambda_a G_a G_a^T``
+   however many rows were seen, and ``b_0`` has no difference of large sums: nothing is
+   formed by subtracting large sums (the textbook Schur complement
+   ``sum z z^T - sum B_a^T A_a^{-1} B_a`` loses digits at 10^8 rows). One new row of action
+   ``a`` changes ``A_0`` by a positive rank-one term ``w w^T``; the learner keeps a square
+   root ``R`` (``R R^T = A_0^{-1}``) and downdates it in factor form (``O(k^2)``, positive
+   definite by construction), solves ``A_a^{-1} b_a`` from the summed ``A_a`` by Cholesky,
+   keeps the ``A_a^{-1}`` used for exploration widths by Sherman–Morrison with an exact
+   re-inversion every ``refresh_every`` rows of that action, and
+   :meth:`HybridLinearBandit.refactor` rebuilds everything from the sums.
 
    Each objective signal (target event, stage progression) gets its own right-hand side over
    the same design, and the business weights combine them at decision time: ridge is linear
    in the rewards, so this equals learning the weighted reward, and changing the weights needs
    no retraining. The known per-action cost is subtracted directly.
+
+   **Eligibility.** :meth:`HybridLinearBandit.choose` takes ``available`` as either a list of
+   integer action ids (the same for every user) or a boolean mask, ``(n_ids,)`` for everyone or
+   ``(n_users, n_ids)`` per user, whose column ``j`` is action id ``j``. The two are told apart
+   by dtype only; anything else is an error, and so is a user with nothing eligible.
+   :mod:`pulse_lib.nba.rules` builds per-user masks from business rules.
 
 2. :class:`IntentPolicySelector` — the propensity-variant hybrid of Zhang & Xie (RecSys 2019):
    an intent-propensity model predicts how likely a user is to perform the target event, and
@@ -28,30 +55,60 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import blas, lapack
 
 from pulse_lib.errors import ConfigError, SchemaError
 
-__all__ = ["ArmStats", "HybridLinearBandit", "IntentPolicySelector", "EXPLORATION"]
+__all__ = ["ArmInfo", "HybridLinearBandit", "IntentPolicySelector", "EXPLORATION", "eligibility_mask"]
 
 EXPLORATION: tuple[str, ...] = ("ucb", "ts", "greedy")
-# Cached posterior arrays with one row per active action (kept in step on add/retire).
-_PER_ACTION_KEYS = ("ids", "Ainv", "AinvB", "theta", "phi", "psi", "costs", "b_w", "M", "La", "theta_base")
+_CHUNK = 256  # contexts scored at once by the per-decision explorations (bounds n x K x d arrays)
 
 
 @dataclass
-class ArmStats:
-    """Sufficient statistics of one action: ``A = lambda_a I + sum x x^T``, ``B = sum x z^T``, ``b = sum x r^T``."""
+class ArmInfo:
+    """What the learner knows about one active action besides its statistics."""
 
-    A: np.ndarray  # (d, d)
-    B: np.ndarray  # (d, k)
-    b: np.ndarray  # (d, m) one column per objective
-    features: np.ndarray  # (p,)
-    cost: float
-    n: int = 0
+    features: np.ndarray  # (p,) phi_a
+    cost: float  # known cost, subtracted with the cost weight
+    n: int = 0  # rows learned from
+    since_refresh: int = 0  # rows added by Sherman-Morrison since A_a^{-1} was last re-inverted
 
-    def nbytes(self) -> int:
-        """Memory held by this action's statistics."""
-        return int(self.A.nbytes + self.B.nbytes + self.b.nbytes + self.features.nbytes)
+
+def eligibility_mask(available: object, ids: np.ndarray, n: int) -> np.ndarray:
+    """``(n, len(ids))`` boolean: which of the learner's actions ``ids`` each user may get.
+
+    ``available`` is ``None`` (all), a 1-D array of integer action ids, or a boolean mask of
+    shape ``(n_ids,)`` or ``(n, n_ids)`` whose column ``j`` is action id ``j`` (``n_ids`` must
+    exceed every active id). Integer ids must be active actions; a float or object array is
+    neither and is an error. A user with no eligible action is an error naming the row.
+    """
+    if available is None:
+        return np.ones((n, ids.shape[0]), dtype=bool)
+    arr = np.asarray(available)
+    if arr.dtype == bool:
+        if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[0] != n):
+            raise SchemaError(f"a boolean eligibility mask must have shape (n_ids,) or ({n}, n_ids), got {arr.shape}")
+        width = arr.shape[-1]
+        if ids.size and width <= int(ids.max()):
+            raise SchemaError(f"the boolean mask has {width} columns (one per action id) but active action "
+                              f"{int(ids.max())} needs at least {int(ids.max()) + 1}")
+        mask = np.broadcast_to(arr[..., ids] if arr.ndim == 2 else arr[ids][None, :], (n, ids.shape[0]))
+    elif np.issubdtype(arr.dtype, np.integer) or (arr.size == 0 and arr.dtype == float and arr.ndim == 1):
+        if arr.ndim != 1:
+            raise SchemaError(f"action ids must be a 1-D list (per-user eligibility is a boolean (n, n_ids) mask), "
+                              f"got shape {arr.shape}")
+        unknown = np.setdiff1d(arr.astype(np.int64), ids)
+        if unknown.size:
+            raise ConfigError(f"available action id {int(unknown[0])} is not active in the learner "
+                              f"(active: {ids.tolist()})")
+        mask = np.broadcast_to(np.isin(ids, arr)[None, :], (n, ids.shape[0]))
+    else:
+        raise SchemaError(f"available must be integer action ids or a boolean mask, got dtype {arr.dtype}")
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if empty.size:
+        raise ConfigError(f"user row {int(empty[0])} has no eligible active action (available={available!r})")
+    return mask
 
 
 class HybridLinearBandit:
@@ -69,26 +126,33 @@ class HybridLinearBandit:
         action_prior_precision: ridge penalty on each ``theta_a`` (default: ``prior_precision``).
             A larger value says "an action differs little from others of its kind": the shared
             part then explains most of what is common, and a new action borrows it.
-        sample_per: Thompson sampling draws a posterior sample per ``"decision"`` (exact) or
-            one per call to :meth:`choose` shared by its whole ``"batch"`` (fast serving).
+        sample_per: Thompson sampling draws a posterior sample per ``"decision"`` (exact,
+            ``O(K d^2 + k^2)`` per decision) or one joint sample per call to :meth:`choose`,
+            shared by its whole ``"batch"`` and served greedily (``O(K d)`` per decision after
+            an ``O(K d^3)`` draw; users of one batch then explore together).
+        refresh_every: re-invert ``A_a`` exactly after this many Sherman–Morrison row updates
+            of action ``a`` (bounds the rounding drift of the inverse).
         seed: seed of the Thompson-sampling draws and tie-breaking.
     """
 
     def __init__(self, context_width: int, feature_width: int, objectives: Sequence[str] = ("reward",),
                  weights: Sequence[float] | None = None, cost_weight: float = 0.0, exploration: str = "ucb",
                  alpha: float = 1.0, prior_precision: float = 1.0, action_prior_precision: float | None = None,
-                 sample_per: str = "decision", seed: int = 0):
+                 sample_per: str = "decision", refresh_every: int = 1_000, seed: int = 0):
         if context_width < 1 or feature_width < 1:
             raise ConfigError(f"context_width and feature_width must be >= 1, got {context_width}, {feature_width}")
         if exploration not in EXPLORATION:
             raise ConfigError(f"unknown exploration {exploration!r}; choose one of {EXPLORATION}")
         if sample_per not in ("decision", "batch"):
             raise ConfigError(f"sample_per must be 'decision' or 'batch', got {sample_per!r}")
-        self.sample_per = sample_per
         if not (np.isfinite(alpha) and alpha >= 0):
             raise ConfigError(f"alpha must be finite and >= 0, got {alpha!r}")
         if not (np.isfinite(prior_precision) and prior_precision > 0):
             raise ConfigError(f"prior_precision must be finite and > 0, got {prior_precision!r}")
+        if int(refresh_every) < 1:
+            raise ConfigError(f"refresh_every must be >= 1, got {refresh_every!r}")
+        self.sample_per = sample_per
+        self.refresh_every = int(refresh_every)
         self.d, self.p = int(context_width), int(feature_width)
         self.k = self.d * self.p
         self.objectives = tuple(objectives)
@@ -101,16 +165,25 @@ class HybridLinearBandit:
             raise ConfigError(f"action_prior_precision must be finite and > 0, got {action_prior_precision!r}")
         self.lam_action = float(lam_a)
         self.rng = np.random.default_rng(seed)
-        self.set_weights(np.ones(self.m) if weights is None else weights, cost_weight)
-        # Shared statistics: ZZ = lambda I + sum z z^T, Zr = sum z r^T.
-        self.ZZ = self.lam * np.eye(self.k)
-        self.Zr = np.zeros((self.k, self.m))
-        # Contributions of retired actions, frozen: the shared estimate is unchanged by retiring.
-        self._retired_BAB = np.zeros((self.k, self.k))
-        self._retired_BAb = np.zeros((self.k, self.m))
-        self.arms: dict[int, ArmStats] = {}
+        d, m, k = self.d, self.m, self.k
+        # Per-action statistics, stacked in insertion order (row j is action self._ids[j]).
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._A = np.zeros((0, d, d))  # lambda_a I + sum x x^T (summed, never subtracted)
+        self._Ainv = np.zeros((0, d, d))  # its inverse
+        self._b = np.zeros((0, d, m))  # sum x r^T
+        self._Ab = np.zeros((0, d, m))  # A_a^{-1} b_a
+        self._phi = np.zeros((0, self.p))
+        self._costs = np.zeros(0)
+        self.arms: dict[int, ArmInfo] = {}
         self.retired: set[int] = set()
-        self._cache: dict[str, np.ndarray] | None = None
+        # Shared block: R R^T = A_0^{-1}; the prior alone gives A_0 = lambda I.
+        self._R = np.eye(k) / np.sqrt(self.lam)
+        # Retired actions' frozen contributions to A_0 and b_0 (beta is unchanged by retiring).
+        self._A0_retired = np.zeros((k, k))
+        self._b0_retired = np.zeros((k, m))
+        self._beta = np.zeros((k, m))
+        self._lazy: dict[str, np.ndarray] = {}  # psi, C, chol: recomputed on first use after a change
+        self.set_weights(np.ones(self.m) if weights is None else weights, cost_weight)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -123,79 +196,73 @@ class HybridLinearBandit:
             raise ConfigError(f"cost_weight must be finite, got {cost_weight!r}")
         self.weights = w
         self.cost_weight = float(cost_weight)
-        self._cache = None
+        self._lazy.pop("psi", None)
+
+    def _pos(self, action_id: int) -> int:
+        pos = np.flatnonzero(self._ids == int(action_id))
+        if pos.size == 0:
+            raise ConfigError(f"action {action_id} is not active (active: {self.active_actions.tolist()})")
+        return int(pos[0])
 
     def add_action(self, action_id: int, features: np.ndarray, cost: float = 0.0) -> None:
-        """Start learning a new action from the prior (its shared part already informs it)."""
+        """Start learning a new action from the prior (its shared part already informs it).
+
+        A fresh action adds nothing to ``A_0`` or ``b_0`` (``I - lambda_a A_a^{-1} = 0``), so
+        ``beta`` and every other action's posterior are unchanged: ``O(K d^2)`` to append.
+        """
         action_id = int(action_id)
         if action_id in self.arms:
             raise ConfigError(f"action {action_id} is already active")
         if action_id in self.retired:
             raise ConfigError(f"action {action_id} was retired; relaunch it under a new id")
+        if action_id < 0:
+            raise ConfigError(f"action ids must be >= 0, got {action_id}")
         phi = np.asarray(features, dtype=float)
         if phi.shape != (self.p,) or not np.isfinite(phi).all():
             raise SchemaError(f"action {action_id}: features must be {self.p} finite numbers, got shape {phi.shape}")
         if not (np.isfinite(cost) and cost >= 0):
             raise ConfigError(f"action {action_id}: cost must be finite and >= 0, got {cost!r}")
-        self.arms[action_id] = ArmStats(
-            A=self.lam_action * np.eye(self.d), B=np.zeros((self.d, self.k)), b=np.zeros((self.d, self.m)),
-            features=phi, cost=float(cost),
-        )
-        self._cache_add(action_id)
+        eye = np.eye(self.d)
+        self.arms[action_id] = ArmInfo(features=phi, cost=float(cost))
+        self._ids = np.append(self._ids, action_id)
+        self._A = np.concatenate([self._A, (self.lam_action * eye)[None]])
+        self._Ainv = np.concatenate([self._Ainv, (eye / self.lam_action)[None]])
+        self._b = np.concatenate([self._b, np.zeros((1, self.d, self.m))])
+        self._Ab = np.concatenate([self._Ab, np.zeros((1, self.d, self.m))])
+        self._phi = np.concatenate([self._phi, phi[None]])
+        self._costs = np.append(self._costs, float(cost))
+        self._lazy.clear()
 
     def retire_action(self, action_id: int) -> None:
         """Stop recommending an action and free its statistics, without retraining anything.
 
-        Its data stay in the shared estimate: the arm's term ``B^T A^{-1} B`` (and the matching
-        right-hand side) is frozen into the shared statistics, so ``beta`` is unchanged.
+        Its data stay in the shared estimate: its terms of ``A_0`` and ``b_0`` are frozen, so
+        ``beta`` is unchanged (and ``R`` needs no update at all).
         """
         action_id = int(action_id)
         if action_id not in self.arms:
             raise ConfigError(f"cannot retire action {action_id}: it is not active (active: {sorted(self.arms)})")
-        arm = self.arms.pop(action_id)
-        AinvB = np.linalg.solve(arm.A, arm.B)
-        self._retired_BAB += arm.B.T @ AinvB
-        self._retired_BAb += AinvB.T @ arm.b
+        j = self._pos(action_id)
+        G = self._G(self._phi[j])
+        P = self.lam_action * (np.eye(self.d) - self.lam_action * self._Ainv[j])
+        self._A0_retired += G @ P @ G.T
+        self._b0_retired += G @ (self.lam_action * self._Ab[j])
+        keep = np.arange(self._ids.shape[0]) != j
+        for name in ("_ids", "_A", "_Ainv", "_b", "_Ab", "_phi", "_costs"):
+            setattr(self, name, getattr(self, name)[keep])
+        del self.arms[action_id]
         self.retired.add(action_id)
-        if self._cache is not None:
-            # A0, beta and the other actions' posteriors are unchanged: drop this action's rows.
-            keep = self._cache["ids"] != action_id
-            for key in _PER_ACTION_KEYS:
-                if key in self._cache:
-                    self._cache[key] = self._cache[key][keep]
-
-    def _cache_add(self, action_id: int) -> None:
-        """Extend a computed posterior by one action with no data, in ``O(k^2 d)``.
-
-        A fresh action leaves ``A0`` and ``beta`` unchanged; its own posterior is the prior,
-        ``theta_a = 0``, so its mean is the shared part ``phi_a^T Beta x`` alone.
-        """
-        post = self._cache
-        if post is None:
-            return
-        arm = self.arms[action_id]
-        eye = np.eye(self.d)
-        new = {
-            "ids": np.array([action_id]), "Ainv": (eye / self.lam_action)[None], "AinvB": np.zeros((1, self.d, self.k)),
-            "theta": np.zeros((1, self.d, self.m)), "phi": arm.features[None], "costs": np.array([arm.cost]),
-            "psi": (arm.features @ (post["beta"] @ self.weights).reshape(self.p, self.d))[None],
-            "b_w": np.zeros((1, self.d)),
-        }
-        if "M" in post:
-            G = np.kron(arm.features[:, None], eye)  # z = G x
-            new["M"] = (G.T @ post["A0inv"] @ G + eye / self.lam_action)[None]
-        if "La" in post:
-            new["La"] = (eye / np.sqrt(self.lam_action))[None]
-        if "theta_base" in post:
-            new["theta_base"] = np.zeros((1, self.d))
-        for key, value in new.items():
-            post[key] = np.concatenate([post[key], value])
+        self._lazy.clear()
 
     @property
     def active_actions(self) -> np.ndarray:
         """Ids of the actions the learner may recommend, sorted (score columns follow the ids
         :meth:`scores` returns, which need not be sorted)."""
         return np.array(sorted(self.arms), dtype=int)
+
+    def _G(self, phi: np.ndarray) -> np.ndarray:
+        """``G_a = kron(phi_a, I_d)``, ``(k, d)``: ``z_{x,a} = G_a x``."""
+        return np.kron(phi[:, None], np.eye(self.d))
 
     # -- input checks -----------------------------------------------------------------------
 
@@ -205,8 +272,8 @@ class HybridLinearBandit:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.d:
             raise SchemaError(f"contexts must have {self.d} columns (context_width), got shape {np.shape(contexts)}")
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        if bad.size:
+        if not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
             raise SchemaError(f"context row {int(bad[0])} has a NaN or infinite value")
         return x
 
@@ -225,7 +292,9 @@ class HybridLinearBandit:
         a = np.asarray(actions)
         if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
             raise SchemaError(f"actions must be {n} integer ids, got shape {a.shape} dtype {a.dtype}")
-        unknown = np.setdiff1d(np.unique(a), self.active_actions)
+        if n == 1 and int(a[0]) in self.arms:
+            return a
+        unknown = np.setdiff1d(np.unique(a), self._ids)
         if unknown.size:
             row = int(np.flatnonzero(a == unknown[0])[0])
             what = "retired" if int(unknown[0]) in self.retired else "unknown to the learner (never added)"
@@ -234,30 +303,173 @@ class HybridLinearBandit:
 
     # -- learning ---------------------------------------------------------------------------
 
-    def update(self, contexts: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
-        """Add a batch of observed ``(x, a, r)``; identical to adding them one at a time."""
+    def update(self, contexts: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+               sample_weight: np.ndarray | None = None) -> None:
+        """Add a batch of observed ``(x, a, r)``; identical to adding them one at a time.
+
+        ``sample_weight`` (non-negative, one per row) weights each row's squared error; a row
+        of weight ``w`` counts as ``w`` copies of itself.
+        """
         x = self._check_contexts(contexts)
-        a = self._check_actions(actions, x.shape[0])
-        r = self._check_rewards(rewards, x.shape[0])
-        for action_id in np.unique(a):
-            rows = a == action_id
-            arm = self.arms[int(action_id)]
-            xa, ra = x[rows], r[rows]
-            za = np.kron(arm.features[None, :], xa)  # rows of z_{x,a} = kron(phi_a, x)
-            arm.A += xa.T @ xa
-            arm.B += xa.T @ za
-            arm.b += xa.T @ ra
-            arm.n += int(rows.sum())
-            self.ZZ += za.T @ za
-            self.Zr += za.T @ ra
-        self._cache = None
+        n = x.shape[0]
+        a = self._check_actions(actions, n)
+        r = self._check_rewards(rewards, n)
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, dtype=float)
+            if sw.shape != (n,):
+                raise SchemaError(f"sample_weight has shape {sw.shape}, expected ({n},)")
+            bad = np.flatnonzero(~np.isfinite(sw) | (sw < 0))
+            if bad.size:
+                raise SchemaError(f"sample_weight at row {int(bad[0])} is {sw[bad[0]]!r}; weights must be finite and >= 0")
+            root = np.sqrt(sw)[:, None]
+            x, r = x * root, r * root  # weighted least squares = least squares on scaled rows
+        if n == 1:
+            self._update_one(self._pos(int(a[0])), x[0], r[0])
+        else:
+            for action_id in np.unique(a):
+                rows = a == action_id
+                self._update_action(self._pos(int(action_id)), x[rows], r[rows])
+        self._refresh_beta()
+
+    def _update_one(self, j: int, x: np.ndarray, r: np.ndarray) -> None:
+        """One row: :meth:`_update_action` with vectors and in-place BLAS (the real-time path)."""
+        info = self.arms[int(self._ids[j])]
+        Ainv = self._Ainv[j]
+        v = Ainv @ x
+        s = 1.0 + float(x @ v)
+        wd = (self.lam_action / np.sqrt(s)) * v  # A_0 grows by G_a wd wd^T G_a^T
+        self._downdate_R(np.outer(self._phi[j], wd).reshape(self.k, 1))
+        blas.dger(1.0, x, x, a=self._A[j].T, overwrite_a=True)  # A_a += x x^T (symmetric)
+        self._b[j] += np.outer(x, r)
+        info.n += 1
+        info.since_refresh += 1
+        if info.since_refresh < self.refresh_every:
+            blas.dger(-1.0 / s, v, v, a=Ainv.T, overwrite_a=True)  # Sherman-Morrison, in place
+        else:
+            self._Ainv[j] = self._inverse(self._A[j])
+            info.since_refresh = 0
+        self._Ab[j] = self._solve(self._A[j], self._b[j])
+
+    def _update_action(self, j: int, X: np.ndarray, Rr: np.ndarray) -> None:
+        """Rows ``X`` (n_a, d) with rewards ``Rr`` of the action at position ``j``."""
+        lam_a, d = self.lam_action, self.d
+        Ainv = self._Ainv[j]
+        n_a = X.shape[0]
+        # Rows that change A_a by S = X^T X; if there are more rows than d, use an equivalent
+        # set of at most d rows (eigen-factor of S): A_0's change depends on S only.
+        if n_a > d:
+            evals, evecs = np.linalg.eigh(X.T @ X)
+            keep = evals > evals.max() * 1e-14
+            Xr = (evecs[:, keep] * np.sqrt(evals[keep])).T
+        else:
+            Xr = X
+        # A_0 grows by lambda_a^2 (A_a,old^{-1} - A_a,new^{-1}) = W W^T with
+        # W = lambda_a G_a V L^{-T}, V = A_a,old^{-1} Xr^T, L L^T = I + Xr V (Woodbury, no subtraction).
+        V = Ainv @ Xr.T  # (d, r)
+        S = np.eye(Xr.shape[0]) + Xr @ V
+        L = np.linalg.cholesky(S)
+        Wd = lam_a * np.linalg.solve(L, V.T).T  # V L^{-T}, (d, r)
+        self._downdate_R(np.kron(self._phi[j][:, None], Wd))  # G_a Wd, (k, r)
+        # The action's own statistics: sums only ever grow.
+        self._A[j] += X.T @ X
+        self._b[j] += X.T @ Rr
+        info = self.arms[int(self._ids[j])]
+        info.n += n_a
+        info.since_refresh += n_a
+        if n_a <= 8 and info.since_refresh < self.refresh_every:
+            # Sherman-Morrison-Woodbury on the inverse: A^{-1} - V S^{-1} V^T.
+            Vs = np.linalg.solve(L, V.T)  # L^{-1} V^T, (r, d)
+            self._Ainv[j] = Ainv - Vs.T @ Vs
+        else:
+            self._Ainv[j] = self._inverse(self._A[j])
+            info.since_refresh = 0
+        self._Ab[j] = self._solve(self._A[j], self._b[j])
+
+    @staticmethod
+    def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``A^{-1} b`` from the summed ``A`` by Cholesky (``O(d^3 / 3)``).
+
+        ``A_a^{-1} b_a`` multiplies a large sum by a small inverse: solving with the summed
+        ``A_a`` keeps it exact where the Sherman–Morrison inverse would carry its rounding.
+        """
+        c, info = lapack.dpotrf(A, lower=1)
+        if info != 0:
+            raise ConfigError(f"an action's statistics matrix is not positive definite (LAPACK info {info})")
+        x, info = lapack.dpotrs(c, b, lower=1)
+        return x
+
+    @staticmethod
+    def _inverse(A: np.ndarray) -> np.ndarray:
+        """Inverse of a symmetric positive-definite matrix through its Cholesky factor."""
+        L = np.linalg.cholesky(A)
+        Linv = np.linalg.solve(L, np.eye(A.shape[0]))
+        return Linv.T @ Linv
+
+    def _downdate_R(self, W: np.ndarray) -> None:
+        """``A_0 <- A_0 + W W^T``, i.e. ``R R^T <- R (I - N N^T) R^T``, in factor form.
+
+        With ``T = R^T W`` and ``T^T T = E diag(q) E^T``, the columns of
+        ``N = T E diag(1 / sqrt(1 + q))`` are orthogonal with squared norms
+        ``s = q / (1 + q) < 1``, so ``I - N N^T = (I - N diag(c) N^T)^2`` with
+        ``c = 1 / (1 + sqrt(1 - s))``: the new factor is ``R - (R N) diag(c) N^T``.
+        """
+        if W.shape[1] == 1:  # one row: matrix-vector products and an in-place rank-one BLAS update
+            t = self._R.T @ W[:, 0]
+            q = float(t @ t)
+            n_vec = t / np.sqrt(1.0 + q)
+            c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
+            # R -= c (R n) n^T, done on R^T (Fortran-ordered view of the C-ordered R) in place
+            blas.dger(-c, n_vec, self._R @ n_vec, a=self._R.T, overwrite_a=True)
+            return
+        T = self._R.T @ W  # (k, r)
+        q, E = np.linalg.eigh(T.T @ T)
+        q = np.maximum(q, 0.0)
+        N = (T @ E) / np.sqrt(1.0 + q)
+        c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
+        self._R -= (self._R @ N) * c @ N.T
+
+    def _b0(self) -> np.ndarray:
+        """``b_0 = sum_a lambda_a G_a A_a^{-1} b_a`` plus retired actions' frozen terms."""
+        # G_a c = kron(phi_a, c): block p of the sum is sum_a phi_ap c_a.
+        blocks = np.einsum("ap,adm->pdm", self._phi, self._Ab).reshape(self.k, self.m)
+        return self.lam_action * blocks + self._b0_retired
+
+    def _refresh_beta(self) -> None:
+        b0 = self._b0()
+        # column by column: two matrix-vector products each (faster than a thin GEMM here)
+        self._beta = np.column_stack([self._R @ (self._R.T @ b0[:, j]) for j in range(self.m)])
+        self._lazy.clear()
+
+    def refactor(self) -> None:
+        """Rebuild ``A_a^{-1}`` and ``R`` exactly from the summed statistics (``O(K d^3 + k^3)``).
+
+        The incremental updates never need it for stability; it resets their rounding and is
+        what the precision test compares against.
+        """
+        for j in range(self._ids.shape[0]):
+            self._Ainv[j] = self._inverse(self._A[j])
+            self._Ab[j] = self._solve(self._A[j], self._b[j])
+            self.arms[int(self._ids[j])].since_refresh = 0
+        lam_a = self.lam_action
+        P = lam_a * (np.eye(self.d)[None] - lam_a * self._Ainv)  # (K, d, d), 0 <= P <= lam_a I
+        # sum_a G_a P_a G_a^T: block (p, q) is sum_a phi_ap phi_aq P_a.
+        blocks = np.einsum("ap,aq,ade->pdqe", self._phi, self._phi, P).reshape(self.k, self.k)
+        A0 = self.lam * np.eye(self.k) + blocks + self._A0_retired
+        L = np.linalg.cholesky((A0 + A0.T) / 2)
+        self._R = np.linalg.solve(L, np.eye(self.k)).T  # L^{-T}: R R^T = L^{-T} L^{-1} = A_0^{-1}
+        self._refresh_beta()
 
     def warm_start(self, contexts: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                   propensities: np.ndarray) -> None:
+                   propensities: np.ndarray, weighting: str = "none", max_weight: float = 20.0) -> None:
         """Learn from logged decisions before going online.
 
-        Ridge regression on logged data needs no importance weights when the model is right;
-        the propensities are checked anyway, because logs with zero or missing propensities are
+        ``weighting="none"``: ridge regression on the logs as they are; it needs no importance
+        weights when the model is right. ``weighting="ips"``: each row weighted by its clipped
+        inverse propensity ``min(1 / mu, max_weight)``, rescaled to mean 1 (so the logs keep
+        their total weight against the prior); this re-balances a log skewed to a few actions
+        towards the uniform design when the linear model is misspecified.
+
+        The propensities are checked either way: logs with zero or missing propensities are
         logs whose policy nobody knows, and an action unseen by the learner means the catalog
         and the logs disagree. Both are errors, not something to skip silently.
         """
@@ -268,102 +480,100 @@ class HybridLinearBandit:
         bad = np.flatnonzero(~np.isfinite(props) | (props <= 0) | (props > 1))
         if bad.size:
             raise SchemaError(f"propensity at row {int(bad[0])} is {props[bad[0]]!r}; logged propensities must be in (0, 1]")
-        self.update(x, actions, rewards)
+        if weighting == "none":
+            self.update(x, actions, rewards)
+        elif weighting == "ips":
+            if not (np.isfinite(max_weight) and max_weight >= 1.0):
+                raise ConfigError(f"max_weight must be finite and >= 1, got {max_weight!r}")
+            w = np.minimum(1.0 / props, max_weight)
+            self.update(x, actions, rewards, sample_weight=w / w.mean())
+        else:
+            raise ConfigError(f"weighting must be 'none' or 'ips', got {weighting!r}")
 
-    def _posterior(self) -> dict[str, np.ndarray]:
-        """Posterior means and the matrices scoring needs, recomputed after each change."""
-        if self._cache is not None:
-            return self._cache
-        ids = self.active_actions
-        K = ids.shape[0]
-        if K == 0:
-            raise ConfigError("no active action: add one before deciding")
-        A = np.stack([self.arms[i].A for i in ids])  # (K, d, d)
-        B = np.stack([self.arms[i].B for i in ids])  # (K, d, k)
-        b = np.stack([self.arms[i].b for i in ids])  # (K, d, m)
-        Ainv = np.linalg.inv(A)
-        AinvB = Ainv @ B  # (K, d, k)
-        # Sums over actions and rows as one BLAS product each: (K d, k)^T (K d, k).
-        K_d = K * self.d
-        A0 = self.ZZ - B.reshape(K_d, self.k).T @ AinvB.reshape(K_d, self.k) - self._retired_BAB
-        b0 = self.Zr - AinvB.reshape(K_d, self.k).T @ b.reshape(K_d, self.m) - self._retired_BAb
-        A0inv = np.linalg.inv(A0)
-        beta = A0inv @ b0  # (k, m)
-        theta = Ainv @ b - AinvB @ beta[None, :, :]  # (K, d, m): A^{-1}(b - B beta)
-        w = self.weights
-        phi = np.stack([self.arms[i].features for i in ids])  # (K, p)
-        beta_w, theta_w = beta @ w, theta @ w  # combined objective
-        # Effective linear coefficient of each action: mean(x, a) = x . psi_a
-        psi = theta_w + np.einsum("ap,pd->ad", phi, beta_w.reshape(self.p, self.d))
-        costs = np.array([self.arms[i].cost for i in ids])
-        self._cache = dict(ids=ids, Ainv=Ainv, AinvB=AinvB, A0inv=A0inv, beta=beta, theta=theta, phi=phi,
-                           psi=psi, costs=costs, b_w=b @ w)
-        return self._cache
+    # -- posterior --------------------------------------------------------------------------
+
+    def _beta_blocks(self, beta: np.ndarray) -> np.ndarray:
+        """``G_a^T beta`` for every action: ``(K, d, ...)`` from ``beta`` ``(k, ...)``."""
+        return np.einsum("ap,pd...->ad...", self._phi, beta.reshape(self.p, self.d, *beta.shape[1:]))
+
+    def _psi(self) -> np.ndarray:
+        """Posterior mean of each action's weighted coefficient ``psi_a`` ``(K, d)``, cached."""
+        if "psi" not in self._lazy:
+            if self._ids.shape[0] == 0:
+                raise ConfigError("no active action: add one before deciding")
+            w = self.weights
+            gb = self._beta_blocks(self._beta @ w)  # (K, d)
+            self._lazy["psi"] = self._Ab @ w + self.lam_action * (self._Ainv @ gb[:, :, None])[:, :, 0]
+        return self._lazy["psi"]
 
     @property
     def beta(self) -> np.ndarray:
         """Shared coefficients ``(k, m)``."""
-        return self._posterior()["beta"].copy()
+        return self._beta.copy()
 
     def theta(self, action_id: int) -> np.ndarray:
-        """Per-action coefficients ``(d, m)`` of an active action."""
-        post = self._posterior()
-        pos = np.flatnonzero(post["ids"] == int(action_id))
-        if pos.size == 0:
-            raise ConfigError(f"action {action_id} is not active")
-        return post["theta"][pos[0]].copy()
+        """Per-action coefficients ``(d, m)`` of an active action: ``psi_a - G_a^T beta``."""
+        j = self._pos(action_id)
+        gb = self._beta_blocks(self._beta)[j]  # (d, m)
+        psi = self._Ab[j] + self.lam_action * self._Ainv[j] @ gb
+        return psi - gb
 
     # -- deciding ---------------------------------------------------------------------------
-
-    def _mask(self, ids: np.ndarray, available: np.ndarray | None) -> np.ndarray:
-        if available is None:
-            return np.ones(ids.shape[0], dtype=bool)
-        avail = np.asarray(available, dtype=int)
-        return np.isin(ids, avail)
 
     def expected_reward(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean of the weighted reward minus cost, ``(n, K_active)``, and the action ids."""
         return self._mean(self._check_contexts(contexts))
 
     def _mean(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        post = self._posterior()
-        mean = x @ post["psi"].T
-        mean -= self.cost_weight * post["costs"][None, :]
-        return mean, post["ids"]
+        mean = x @ self._psi().T
+        if self.cost_weight:
+            mean -= self.cost_weight * self._costs[None, :]
+        return mean, self._ids.copy()
 
-    def _extra(self, name: str) -> np.ndarray:
-        """Matrices only some explorations need, computed once per posterior and cached."""
-        post = self._posterior()
-        if name not in post:
-            if name == "M":
-                # s(x, a) = x^T M_a x: with z = G_a x (G_a = kron(phi_a, I_d)) and
-                # H_a = G_a - B_a^T A_a^{-1}, Li et al.'s four terms are x^T (H_a^T A0^{-1} H_a + A_a^{-1}) x.
-                eye = np.eye(self.d)
-                G = np.einsum("ap,de->apde", post["phi"], eye).reshape(post["phi"].shape[0], self.k, self.d)
-                H = G - np.transpose(post["AinvB"], (0, 2, 1))
-                post["M"] = np.transpose(H, (0, 2, 1)) @ (post["A0inv"] @ H) + post["Ainv"]
-            elif name == "L0":
-                post["L0"] = np.linalg.cholesky(post["A0inv"])
-            elif name == "La":
-                post["La"] = np.linalg.cholesky(post["Ainv"])
-            elif name == "theta_base":
-                post["theta_base"] = np.einsum("ade,ae->ad", post["Ainv"], post["b_w"])
-        return post[name]
+    def _scale(self) -> float:
+        return float(np.linalg.norm(self.weights)) or 1.0
+
+    def _C(self) -> np.ndarray:
+        """``G_a^T A_0^{-1} G_a`` per action ``(K, d, d)``, for scoring many contexts at once."""
+        if "C" not in self._lazy:
+            A0inv = self._R @ self._R.T
+            blocks = A0inv.reshape(self.p, self.d, self.p, self.d)
+            self._lazy["C"] = np.einsum("ap,aq,pdqe->ade", self._phi, self._phi, blocks, optimize=True)
+        return self._lazy["C"]
+
+    def _apply_Ainv(self, xs: np.ndarray) -> np.ndarray:
+        """``A_a^{-1} x`` for every action and context: ``(n, K, d)`` as one matrix product."""
+        K, d = self._Ainv.shape[0], self.d
+        return (self._Ainv.reshape(K * d, d) @ xs.T).reshape(K, d, xs.shape[0]).transpose(2, 0, 1)
+
+    def _shared_var(self, Y: np.ndarray) -> np.ndarray:
+        """``u^T A_0^{-1} u`` with ``u = lambda_a G_a y_a``, for ``Y`` ``(n, K, d)``: ``(n, K)``."""
+        n, K = Y.shape[0], Y.shape[1]
+        lam2 = self.lam_action ** 2
+        if n * self.k > 4 * K * self.d:  # many contexts: go through the cached (K, d, d) matrices
+            return lam2 * np.einsum("nad,ade,nae->na", Y, self._C(), Y, optimize=True)
+        # Few contexts: ||R^T u||^2, with u = kron(phi_a, y_a) built only for non-zero phi_ap.
+        out = np.zeros((n, K, self.k))
+        R = self._R.reshape(self.p, self.d, self.k)
+        for p in range(self.p):
+            rows = np.flatnonzero(self._phi[:, p])
+            if rows.size:
+                out[:, rows] += self._phi[rows, p][None, :, None] * (Y[:, rows] @ R[p])
+        return lam2 * np.einsum("nak,nak->na", out, out)
 
     def ucb_width(self, contexts: np.ndarray) -> np.ndarray:
-        """``sqrt(s)``: the posterior standard deviation of ``z.beta + x.theta_a`` (unit noise).
+        """``sqrt(s)``: the posterior standard deviation of ``x . psi_a`` (unit noise).
 
-        ``s = z^T A0^{-1} z - 2 z^T A0^{-1} B_a^T A_a^{-1} x + x^T A_a^{-1} x
-        + x^T A_a^{-1} B_a A0^{-1} B_a^T A_a^{-1} x`` (Li et al. 2010, Algorithm 2), which is a
-        quadratic form ``x^T M_a x`` with ``M_a`` cached per posterior: ``O(K d^2)`` per decision.
+        ``s = x^T A_a^{-1} x + lambda_a^2 y^T G_a^T A_0^{-1} G_a y`` with ``y = A_a^{-1} x``,
+        equal to Li et al.'s four-term width: ``O(K d^2 + nnz(phi) d k)`` per decision.
         """
         x = self._check_contexts(contexts)
-        M = self._extra("M")
-        K = M.shape[0]
-        # x^T M_a x for all (n, a) as one matrix product, then a row-wise dot.
-        xM = (x @ np.transpose(M, (1, 0, 2)).reshape(self.d, K * self.d)).reshape(x.shape[0], K, self.d)
-        quad = np.einsum("nad,nd->na", xM, x)
-        return np.sqrt(np.maximum(quad, 0.0))
+        out = np.empty((x.shape[0], self._ids.shape[0]))
+        for s in range(0, x.shape[0], _CHUNK):
+            xs = x[s:s + _CHUNK]
+            Y = self._apply_Ainv(xs)
+            out[s:s + _CHUNK] = np.sqrt(np.maximum(np.einsum("nad,nd->na", Y, xs) + self._shared_var(Y), 0.0))
+        return out
 
     def scores(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The index the learner maximises, ``(n, K_active)``, and the action ids (columns)."""
@@ -371,74 +581,133 @@ class HybridLinearBandit:
         mean, ids = self._mean(x)
         if self.exploration == "greedy" or self.alpha == 0.0:
             return mean, ids
-        scale = float(np.linalg.norm(self.weights)) or 1.0  # width of the weighted reward
         if self.exploration == "ucb":
-            return mean + self.alpha * scale * self.ucb_width(x), ids
-        costs = self.cost_weight * self._posterior()["costs"][None, :]
+            return mean + self.alpha * self._scale() * self.ucb_width(x), ids
         if self.sample_per == "batch":
+            costs = self.cost_weight * self._costs[None, :]
             return x @ self._sample_psi().T - costs, ids
-        return self._thompson(x) - costs, ids
+        return mean + self._thompson_noise(x), ids
 
     def _sample_psi(self) -> np.ndarray:
-        """One joint posterior draw of every action's effective coefficients ``(K, d)``.
+        """One joint posterior draw of every action's weighted coefficient ``psi_a`` ``(K, d)``.
 
-        With ``sample_per="batch"`` all contexts of one call share it: scoring is then a single
-        matrix product, the cheap way to serve Thompson sampling at scale.
+        ``beta ~ N(beta_hat, v^2 A_0^{-1})`` through ``R``, then each ``psi_a | beta`` through
+        a Cholesky factor of ``A_a`` (``A_a^{-1} L_a eps`` has covariance ``A_a^{-1}``).
         """
-        post = self._posterior()
-        K = post["ids"].shape[0]
-        v = self.alpha * (float(np.linalg.norm(self.weights)) or 1.0)
-        beta_s = post["beta"] @ self.weights + v * self._extra("L0") @ self.rng.standard_normal(self.k)
-        theta_s = self._extra("theta_base") - post["AinvB"] @ beta_s
-        theta_s += v * np.einsum("ade,ae->ad", self._extra("La"), self.rng.standard_normal((K, self.d)))
-        return theta_s + post["phi"] @ beta_s.reshape(self.p, self.d)
+        K = self._ids.shape[0]
+        v = self.alpha * self._scale()
+        if "chol" not in self._lazy:
+            self._lazy["chol"] = np.linalg.cholesky(self._A)
+        delta = v * self._R @ self.rng.standard_normal(self.k)
+        gb = self._beta_blocks(delta)  # (K, d)
+        eps = self.rng.standard_normal((K, self.d))
+        noise = (self._lazy["chol"] @ eps[:, :, None])[:, :, 0]
+        step = self.lam_action * gb + v * noise
+        return self._psi() + (self._Ainv @ step[:, :, None])[:, :, 0]
+
+    def sample_coefficients(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One joint posterior draw to serve greedily for a refresh window.
+
+        Returns ``(coef, ids, costs)``: score a context ``x`` as ``x @ coef.T - costs`` and
+        take the argmax. ``O(K d^3)`` per draw (a Cholesky factor per action, cached until the
+        next update), ``O(K d)`` per decision served from it; every user of the window sees
+        the same draw, so exploration is coarser than per-decision Thompson sampling.
+        """
+        if self._ids.shape[0] == 0:
+            raise ConfigError("no active action: add one before deciding")
+        return self._sample_psi(), self._ids.copy(), self.cost_weight * self._costs
 
     def _thompson(self, x: np.ndarray) -> np.ndarray:
-        """One posterior draw of the weighted reward per context and action (per-decision TS).
+        """Per-decision Thompson draws of the weighted reward (before costs), ``(n, K)``."""
+        x = self._check_contexts(x)
+        return x @ self._psi().T + self._thompson_noise(x)
 
-        ``beta ~ N(beta_hat, v^2 A0^{-1})`` then ``theta_a | beta ~ N(A_a^{-1}(b_a - B_a beta), v^2 A_a^{-1})``:
-        exact draws from the joint ridge posterior, which factorises this way.
+    def _thompson_noise(self, x: np.ndarray) -> np.ndarray:
+        """One joint posterior draw per context of ``x . (psi_a - psi_hat_a)`` for every action.
+
+        ``x . psi_a = x . psi_hat_a + lambda_a y_a . G_a^T delta + x . eta_a`` with
+        ``delta ~ N(0, v^2 A_0^{-1})`` (shared by the actions, drawn as ``v R eps``) and
+        ``x . eta_a ~ N(0, v^2 x^T A_a^{-1} x)`` independent across actions: a scalar draw per
+        action. Exact for the joint posterior, ``O(K d^2 + k^2)`` per decision.
         """
-        post = self._posterior()
-        n, K = x.shape[0], post["ids"].shape[0]
-        v = self.alpha * (float(np.linalg.norm(self.weights)) or 1.0)
-        beta_s = post["beta"] @ self.weights + v * self.rng.standard_normal((n, self.k)) @ self._extra("L0").T
-        BB = (post["AinvB"].reshape(K * self.d, self.k) @ beta_s.T).T.reshape(n, K, self.d)
-        mean_theta = self._extra("theta_base")[None] - BB
-        eps = self.rng.standard_normal((n, K, self.d))
-        theta_s = mean_theta + v * np.einsum("ade,nae->nad", self._extra("La"), eps, optimize=True)
-        # shared part: phi_a^T Beta_s x with Beta_s = beta_s reshaped (p, d)
-        Bx = np.einsum("npd,nd->np", beta_s.reshape(n, self.p, self.d), x)
-        return Bx @ post["phi"].T + np.einsum("nad,nd->na", theta_s, x)
+        n, K = x.shape[0], self._ids.shape[0]
+        v = self.alpha * self._scale()
+        out = np.empty((n, K))
+        for s in range(0, n, _CHUNK):
+            xs = x[s:s + _CHUNK]
+            ns = xs.shape[0]
+            Y = self._apply_Ainv(xs)  # y_a = A_a^{-1} x
+            q = np.einsum("nad,nd->na", Y, xs)
+            delta = v * self.rng.standard_normal((ns, self.k)) @ self._R.T  # (ns, k)
+            gb = np.einsum("ap,npd->nad", self._phi, delta.reshape(ns, self.p, self.d))
+            shared = self.lam_action * np.einsum("nad,nad->na", Y, gb)
+            out[s:s + _CHUNK] = shared + v * np.sqrt(np.maximum(q, 0.0)) * self.rng.standard_normal((ns, K))
+        return out
 
-    def choose(self, contexts: np.ndarray, available: np.ndarray | None = None) -> np.ndarray:
-        """The recommended action id for each context, among active (and ``available``) actions.
+    def choose(self, contexts: np.ndarray, available: object = None) -> np.ndarray:
+        """The recommended action id for each context, among active and eligible actions.
 
-        Retired actions are never recommended: they are no longer in the model at all.
+        ``available``: ``None`` (every active action), integer action ids (everyone), or a
+        boolean mask ``(n_ids,)`` / ``(n, n_ids)`` (per user) whose column ``j`` is action id
+        ``j`` (see :func:`eligibility_mask`). Retired actions are never recommended: they are
+        no longer in the model at all.
         """
         score, ids = self.scores(contexts)
-        mask = self._mask(ids, available)
-        if not mask.any():
-            raise ConfigError(f"none of the available actions {available!r} is active in the learner")
-        if not mask.all():
-            score = np.where(mask[None, :], score, -np.inf)
+        if available is not None:
+            mask = eligibility_mask(available, ids, score.shape[0])
+            score = np.where(mask, score, -np.inf)
         return ids[np.argmax(score, axis=1)]
 
-    def greedy_probabilities(self, contexts: np.ndarray, all_ids: int, available: np.ndarray | None = None) -> np.ndarray:
+    def probabilities(self, contexts: np.ndarray, n_ids: int, available: object = None,
+                      n_draws: int = 200) -> np.ndarray:
+        """The learner's policy as ``(n, n_ids)`` action probabilities, zero where ineligible.
+
+        Greedy and UCB are deterministic given the posterior (one-hot). Thompson sampling's
+        probabilities ``P(a is the argmax)`` have no closed form: they are estimated from
+        ``n_draws`` posterior draws per context (a Monte Carlo estimate; log it as such).
+        """
+        x = self._check_contexts(contexts)
+        ids = self._ids
+        if ids.size and n_ids <= int(ids.max()):
+            raise SchemaError(f"n_ids={n_ids} is too small for active action {int(ids.max())}")
+        mask = eligibility_mask(available, ids, x.shape[0])
+        probs = np.zeros((x.shape[0], n_ids))
+        rows = np.arange(x.shape[0])
+        if self.exploration == "ts" and self.alpha > 0:
+            if n_draws < 1:
+                raise ConfigError(f"n_draws must be >= 1, got {n_draws}")
+            for _ in range(n_draws):
+                score = np.where(mask, self.scores(x)[0], -np.inf)
+                np.add.at(probs, (rows, ids[np.argmax(score, axis=1)]), 1.0 / n_draws)
+            return probs
+        score = np.where(mask, self.scores(x)[0], -np.inf)
+        probs[rows, ids[np.argmax(score, axis=1)]] = 1.0
+        return probs
+
+    def greedy_probabilities(self, contexts: np.ndarray, all_ids: int, available: object = None) -> np.ndarray:
         """The greedy (posterior-mean) policy as ``(n, all_ids)`` one-hot probabilities, for OPE."""
         mean, ids = self.expected_reward(contexts)
-        mask = self._mask(ids, available)
-        best = ids[np.argmax(np.where(mask[None, :], mean, -np.inf), axis=1)]
+        mask = eligibility_mask(available, ids, mean.shape[0])
+        best = ids[np.argmax(np.where(mask, mean, -np.inf), axis=1)]
         probs = np.zeros((mean.shape[0], all_ids))
         probs[np.arange(mean.shape[0]), best] = 1.0
         return probs
 
     def memory_bytes(self) -> dict[str, int]:
-        """Memory of the shared statistics and per action (the scaling a capacity plan needs)."""
-        per_action = [arm.nbytes() for arm in self.arms.values()]
-        shared = self.ZZ.nbytes + self.Zr.nbytes + self._retired_BAB.nbytes + self._retired_BAb.nbytes
-        return {"shared": int(shared), "per_action": int(per_action[0]) if per_action else 0,
-                "total": int(shared + sum(per_action))}
+        """Memory of the shared statistics and per action (the scaling a capacity plan needs).
+
+        Per action: ``A_a`` and ``A_a^{-1}`` (``d x d`` each), ``b_a`` and ``A_a^{-1} b_a``
+        (``d x m``), features and cost. Shared: ``R``, the retired terms and ``beta``.
+        Lazily cached scoring matrices (``psi``, and for batch scoring ``C``/Cholesky
+        factors) are reported apart.
+        """
+        d, m, p = self.d, self.m, self.p
+        per_action = 8 * (2 * d * d + 2 * d * m + p + 1)
+        shared = self._R.nbytes + self._A0_retired.nbytes + self._b0_retired.nbytes + self._beta.nbytes
+        K = self._ids.shape[0]
+        cached = sum(v.nbytes for v in self._lazy.values())
+        return {"shared": int(shared), "per_action": int(per_action), "total": int(shared + K * per_action),
+                "cached": int(cached)}
 
 
 class IntentPolicySelector:

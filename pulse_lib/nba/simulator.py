@@ -413,19 +413,31 @@ class LoggingPolicy:
         self.n_stages = len(STAGES)
 
     def probabilities(self, contexts: np.ndarray, live: np.ndarray) -> np.ndarray:
-        """``(n, K)`` action probabilities; zero for actions not live."""
+        """``(n, K)`` action probabilities; zero for actions not live (or not eligible).
+
+        ``live`` is a boolean mask, ``(K,)`` for everyone or ``(n, K)`` per user (eligibility
+        from business rules): the policy renormalises over each user's eligible actions, so
+        the propensities it logs are those of the policy that really ran.
+        """
         x = np.asarray(contexts, dtype=float)
-        live = np.asarray(live, dtype=bool)
-        if not live.any():
-            raise ConfigError("no live action to choose from")
+        live = np.asarray(live)
+        K = len(self.catalog)
+        if live.dtype != bool or live.shape[-1] != K or live.ndim not in (1, 2) or (
+                live.ndim == 2 and live.shape[0] != x.shape[0]):
+            raise SchemaError(f"live must be a boolean mask of shape ({K},) or ({x.shape[0]}, {K}), "
+                              f"got shape {live.shape} dtype {live.dtype}")
+        empty = np.flatnonzero(~np.atleast_2d(live).any(axis=1))
+        if empty.size:
+            raise ConfigError(f"no live action to choose from (row {int(empty[0])} of the mask is all False)")
+        live2 = np.atleast_2d(live)
         # Marketers send discounts a little more to engaged users: mild context dependence.
         engaged = x[:, -self.n_stages + 1][:, None]
         is_discount = np.array([a.offer == "discount" for a in self.catalog.actions], dtype=float)
         logits = self.pref[None, :] + 0.8 * engaged * is_discount[None, :]
-        logits = np.where(live[None, :], logits, -np.inf)
+        logits = np.where(live2, logits, -np.inf)
         soft = np.exp(logits - logits.max(axis=1, keepdims=True))
         soft /= soft.sum(axis=1, keepdims=True)
-        return (1.0 - self.eps) * soft + self.eps * live[None, :] / live.sum()
+        return (1.0 - self.eps) * soft + self.eps * live2 / live2.sum(axis=1, keepdims=True)
 
     def sample(self, contexts: np.ndarray, live: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draw one action per context; return ``(actions, propensities)``."""
