@@ -2,7 +2,12 @@
 
 The paper's learner is CQL(H) on a quantile-regression DQN (QR-DQN, 200 quantiles, penalty
 weight 4, Adam 5e-5, batch 256). d3rlpy's ``DiscreteCQL`` accepts a ``QRQFunctionFactory``; the
-plain version here shows the whole update on one screen and is about twice as fast on a CPU.
+plain version here shows the whole update on one screen. At 200 quantiles both spend almost all
+their time in the pairwise quantile Huber loss (a batch x 200 x 200 tensor);
+:func:`quantile_huber_loss` computes the same loss and gradient exactly from sorted targets and
+prefix sums, which makes the paper's size trainable on a CPU (``benchmarks/pulserl_cql_speed.py``
+records the speed against d3rlpy). :func:`quantile_huber_loss_pairwise` is the readable
+reference.
 """
 
 from __future__ import annotations
@@ -94,6 +99,44 @@ class QuantileQNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.body(obs).view(-1, self.n_actions, self.n_quantiles)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations ``(B, H)`` (everything but the output layer)."""
+        for layer in self.body[:-1]:
+            obs = layer(obs)
+        return obs
+
+    def mean_q(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, actions)`` mean over quantiles, from :meth:`features`.
+
+        The mean of a linear layer's outputs is the linear layer with averaged rows, so this
+        is one ``H x actions`` product instead of ``H x (actions * quantiles)`` followed by a
+        mean (equal to rounding).
+        """
+        head = self.body[-1]
+        weight = head.weight.view(self.n_actions, self.n_quantiles, -1).mean(dim=1)
+        bias = head.bias.view(self.n_actions, self.n_quantiles).mean(dim=1)
+        return torch.addmm(bias, features, weight.t())
+
+    def action_quantiles(self, features: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """``(B, quantiles)`` of one action per row, rows grouped by action.
+
+        ``counts[a]`` consecutive rows take action ``a`` (rows sorted by action): each group
+        needs only its action's ``quantiles`` outputs, half the output layer's work for two
+        actions.
+        """
+        head = self.body[-1]
+        weight = head.weight.view(self.n_actions, self.n_quantiles, -1)
+        bias = head.bias.view(self.n_actions, self.n_quantiles)
+        if len(counts) != self.n_actions or sum(counts) != features.shape[0]:
+            raise SchemaError(f"counts {counts} do not split {features.shape[0]} rows into "
+                              f"{self.n_actions} actions")
+        parts, start = [], 0
+        for action, count in enumerate(counts):
+            if count:
+                parts.append(torch.addmm(bias[action], features[start:start + count], weight[action].t()))
+            start += count
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def quantile_huber_loss_pairwise(pred: torch.Tensor, target: torch.Tensor,
@@ -296,6 +339,8 @@ class TorchCQL:
 
     Loss = TD loss (quantile Huber against double-DQN targets) + ``alpha`` *
     ``E_s[logsumexp_a Q(s, a) - Q(s, a_logged)]`` with ``Q`` the mean over quantiles.
+    The next action is chosen by the online network (double DQN, as d3rlpy's ``DiscreteCQL``);
+    the released PulseRL code (a Dopamine QR-DQN agent) lets the target network choose it.
     """
 
     def __init__(self, config: CQLConfig | None = None, device: str = "cpu", seed: int = 0) -> None:
@@ -311,17 +356,33 @@ class TorchCQL:
 
     def update(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor, next_obs: torch.Tensor,
                done: torch.Tensor) -> dict[str, float]:
-        """One gradient step on a batch of tensors; returns the losses."""
+        """One gradient step on a batch of tensors; returns the losses.
+
+        The step does only the work the loss needs (profiled at 200 quantiles): the rows are
+        grouped by logged action so the output layer computes the logged action's quantiles
+        only; the online network's choice of next action (double DQN) and the CQL term use
+        the mean-over-quantiles head (:meth:`QuantileQNetwork.mean_q`); the target network
+        computes the chosen action's quantiles only, without autograd; the quantile Huber loss
+        is the exact sorted form (:func:`quantile_huber_loss`).
+        """
         c = self.config
-        quantiles = self.net(obs)  # (B, A, N)
-        taken = quantiles[torch.arange(obs.shape[0]), act]  # (B, N)
+        net, n_actions = self.net, self.net.n_actions
+        order = torch.argsort(act, stable=True)  # rows grouped by logged action
+        obs, act, rew, next_obs, done = (x.index_select(0, order) for x in (obs, act, rew, next_obs, done))
+        features = net.features(obs)
+        taken = net.action_quantiles(features, torch.bincount(act, minlength=n_actions).tolist())  # (B, N)
+        q_mean = net.mean_q(features)  # (B, A)
         with torch.no_grad():
-            next_action = self.net(next_obs).mean(dim=2).argmax(dim=1)  # double DQN: online picks
-            next_q = self.target(next_obs)[torch.arange(obs.shape[0]), next_action]  # target values
+            next_action = net.mean_q(net.features(next_obs)).argmax(dim=1)  # double DQN: online picks
+            next_order = torch.argsort(next_action, stable=True)
+            next_counts = torch.bincount(next_action, minlength=n_actions).tolist()
+            grouped = self.target.action_quantiles(self.target.features(next_obs.index_select(0, next_order)),
+                                                   next_counts)  # target values of the chosen action
+            next_q = torch.empty_like(grouped).index_copy_(0, next_order, grouped)
             target = rew.unsqueeze(1) + c.gamma * (1.0 - done.unsqueeze(1)) * next_q
         td_loss = quantile_huber_loss(taken, target, c.huber_kappa)
-        q_mean = quantiles.mean(dim=2)
-        conservative = (torch.logsumexp(q_mean, dim=1) - q_mean[torch.arange(obs.shape[0]), act]).mean()
+        logged_q = q_mean.gather(1, act.unsqueeze(1)).squeeze(1)
+        conservative = (torch.logsumexp(q_mean, dim=1) - logged_q).mean()
         loss = td_loss + c.alpha * conservative
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -329,14 +390,16 @@ class TorchCQL:
         self.steps += 1
         if self.steps % c.target_update_interval == 0:
             self.target.load_state_dict(self.net.state_dict())
-        return {"loss": float(loss.detach()), "td_loss": float(td_loss.detach()),
-                "conservative_loss": float(conservative.detach())}
+        return {"loss": loss.item(), "td_loss": td_loss.item(), "conservative_loss": conservative.item()}
 
     def fit(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
             dones: np.ndarray, n_steps: int, progress: bool = False) -> list[dict[str, float]]:
         """Train for ``n_steps`` minibatch updates sampled uniformly from the arrays."""
         n = _check_transitions(obs, actions, rewards, next_obs, dones)
-        as_t = lambda x, dt: torch.as_tensor(np.array(x), dtype=dt, device=self.device)  # noqa: E731
+
+        def as_t(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(np.array(x), dtype=dtype, device=self.device)
+
         o, o2 = as_t(obs, torch.float32), as_t(next_obs, torch.float32)
         a, r, d = as_t(actions, torch.int64), as_t(rewards, torch.float32), as_t(dones, torch.float32)
         history = []
@@ -351,19 +414,63 @@ class TorchCQL:
         return history
 
     @torch.no_grad()
-    def q_values(self, obs: np.ndarray, batch: int = 65_536) -> np.ndarray:
-        """``(n, 2)`` mean Q-values."""
-        obs = np.asarray(obs, dtype=np.float32)
-        out = []
-        for start in range(0, obs.shape[0], batch):
-            x = torch.as_tensor(np.array(obs[start:start + batch]), device=self.device)
-            out.append(self.net(x).mean(dim=2).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+    def q_values(self, obs: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """``(n, 2)`` mean Q-values, scored in chunks of ``batch`` rows.
+
+        ``batch`` defaults to :data:`SCORING_CHUNK`, the chunk measured fastest on a CPU core
+        (``benchmarks/pulserl_scoring.py``): small enough that a chunk's activations stay in
+        cache. The mean over quantiles uses :meth:`QuantileQNetwork.mean_q`.
+        """
+        return score_mean_q(self.net, obs, batch=batch, device=self.device)
 
     def policy(self, obs: np.ndarray) -> np.ndarray:
         """Greedy policy: probability of sending (0 or 1)."""
         q = self.q_values(obs)
         return (q[:, 1] > q[:, 0]).astype(float)
+
+
+#: Rows per chunk when scoring users (:func:`score_mean_q`, :meth:`TorchCQL.q_values`, policies):
+#: the size measured fastest for the 63 -> 256 -> 256 -> 2 network on one CPU core by
+#: ``benchmarks/pulserl_scoring.py`` (its results file records the whole sweep and this choice).
+SCORING_CHUNK = 4_096
+
+
+@torch.inference_mode()
+def score_mean_q(net: QuantileQNetwork, obs: np.ndarray, batch: int | None = None,
+                 device: str = "cpu") -> np.ndarray:
+    """``(n, actions)`` mean-over-quantiles Q-values of ``net`` for every row of ``obs``.
+
+    Scores in chunks of ``batch`` rows (default :data:`SCORING_CHUNK`): a chunk's activations
+    stay in cache, which on a CPU core is worth more than large matrix products. Each layer
+    writes into a buffer reused across chunks; the output layer is the mean-over-quantiles head
+    (:meth:`QuantileQNetwork.mean_q`), so 200 quantiles cost no more to score than one.
+    """
+    obs = np.ascontiguousarray(obs, dtype=np.float32)
+    linears = [layer for layer in net.body if isinstance(layer, nn.Linear)]
+    if obs.ndim != 2 or obs.shape[1] != linears[0].in_features:
+        raise SchemaError(f"obs must have shape (n, {linears[0].in_features}), got {obs.shape}")
+    chunk = SCORING_CHUNK if batch is None else int(batch)
+    if chunk < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    n = obs.shape[0]
+    out = np.empty((n, net.n_actions), np.float32)
+    head = linears[-1]
+    w_mean = head.weight.view(net.n_actions, net.n_quantiles, -1).mean(dim=1).t().contiguous()
+    b_mean = head.bias.view(net.n_actions, net.n_quantiles).mean(dim=1)
+    hidden = [(layer.weight.t().contiguous(), layer.bias) for layer in linears[:-1]]
+    rows = min(chunk, n)
+    buffers = [torch.empty(rows, w.shape[1], device=device) for w, _ in hidden]
+    on_cpu = torch.device(device).type == "cpu"
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        x = torch.from_numpy(obs[start:stop]).to(device)
+        for (weight, bias), buffer in zip(hidden, buffers):
+            x = torch.addmm(bias, x, weight, out=buffer[:stop - start]).relu_()
+        if on_cpu:
+            torch.addmm(b_mean, x, w_mean, out=torch.from_numpy(out[start:stop]))
+        else:
+            out[start:stop] = torch.addmm(b_mean, x, w_mean).cpu().numpy()
+    return out
 
 
 def _check_transitions(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
