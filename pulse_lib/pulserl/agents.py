@@ -320,8 +320,8 @@ def quantile_huber_loss(pred: torch.Tensor, target: torch.Tensor, kappa: float =
     readable reference. On a CPU it uses :func:`quantile_huber_loss_sorted` (sorted targets,
     prefix sums, binary search: no ``B x N x N'`` tensor; ``benchmarks/pulserl_cql_speed.py``
     records both forms' time at batch 256 x 200 quantiles). On CUDA it uses the pairwise
-    form: there the ``B x N x N'`` tensor is a few fused elementwise kernels and float64 (which the sorted form
-    uses internally) is slow on most GPUs; this choice is not measured here (no GPU). When the
+    form: there the ``B x N x N'`` tensor is a few fused elementwise kernels and float64
+    (which the sorted form uses internally) is slow on most GPUs; this choice is not measured here (no GPU). When the
     fast form's result is not finite (NaN or infinity in the inputs, overflow), the pairwise
     form is computed instead, so non-finite values propagate exactly as they always did.
     """
