@@ -1,11 +1,11 @@
 """Scoring throughput: a trained PulseRL policy deciding for 1,000,000 users on one core.
 
 Target: at least 400,000 users/s for the 63 -> 256 -> 256 -> 2 network on one CPU core.
-First a sweep of the chunk size (rows scored per matrix product, 1,024 .. 65,536, on the first
-250,000 users): small
-chunks keep a chunk's activations in cache, large ones amortise per-call overhead; every
-chunk's rate is recorded and the fastest is ``chosen_chunk``. Then the library's policy
-(``TorchCQL.policy``, whose default chunk is ``pulse_lib.pulserl.agents.SCORING_CHUNK``) is
+First a sweep of the chunk size (rows scored per matrix product, 1,024 .. 65,536, on the
+first 250,000 users): small chunks keep a chunk's activations in cache, large ones amortise
+per-call overhead; every chunk's rate is recorded (wall clock and CPU time) and the fastest
+by CPU time is ``chosen_chunk`` (on a shared machine the wall clock mostly measures the other
+processes). Then the library's policy (``TorchCQL.policy``, whose default chunk is ``pulse_lib.pulserl.agents.SCORING_CHUNK``) is
 timed for the network sizes the book trains (64x64 in the ci profile, 256x256 at the paper's
 scale, and 256x256 with the paper's 200 quantiles). Rates are the best of several repeats
 (wall clock; the CPU time of the same runs is recorded too: on a shared machine the wall
@@ -58,16 +58,19 @@ def main(argv: list[str] | None = None) -> Path:
         return agent
 
     sweep: dict[str, dict[str, int]] = {}
+    sweep_cpu: dict[str, dict[str, int]] = {}
     for hidden in ((64, 64), (256, 256)):
         agent = trained(hidden)
         label = "x".join(map(str, hidden))
-        sweep[label] = {}
+        sweep[label], sweep_cpu[label] = {}, {}
         for chunk in chunks:
-            wall_rate, _ = _best_rate(lambda agent=agent, chunk=chunk: agent.q_values(obs[:sweep_users], batch=chunk),
-                                      sweep_users, repeats)
-            sweep[label][str(chunk)] = round(wall_rate)
-        print("chunk sweep", label, sweep[label], flush=True)
-    best_chunk = max(chunks, key=lambda c: sweep["256x256"][str(c)])
+            wall_rate, cpu_rate = _best_rate(
+                lambda agent=agent, chunk=chunk: agent.q_values(obs[:sweep_users], batch=chunk), sweep_users, repeats)
+            sweep[label][str(chunk)], sweep_cpu[label][str(chunk)] = round(wall_rate), round(cpu_rate)
+        print("chunk sweep (wall)", label, sweep[label], flush=True)
+        print("chunk sweep (CPU time)", label, sweep_cpu[label], flush=True)
+    # chosen by CPU time: on a shared machine the wall clock mostly measures the other processes
+    best_chunk = max(chunks, key=lambda c: sweep_cpu["256x256"][str(c)])
     library_chunk = A.SCORING_CHUNK
     results = {}
     for label, hidden, n_quantiles in (("64x64", (64, 64), 1), ("256x256", (256, 256), 1),
@@ -77,13 +80,16 @@ def main(argv: list[str] | None = None) -> Path:
         wall_rate, cpu_rate = _best_rate(lambda agent=agent: agent.policy(obs), n_users, repeats)
         results[label] = {"users": n_users, "chunk": library_chunk, "users_per_s": round(wall_rate),
                           "users_per_cpu_s": round(cpu_rate), "meets_target": bool(wall_rate >= TARGET_USERS_PER_S),
+                          "meets_target_by_cpu_time": bool(cpu_rate >= TARGET_USERS_PER_S),
                           "send_share": round(float(decisions.mean()), 4)}
         print(label, results[label], flush=True)
     payload = {"benchmark": "pulserl_scoring", "quick": args.quick, "machine": common.machine_info(),
                "target_users_per_s": TARGET_USERS_PER_S, "repeats": repeats, "sweep_users": sweep_users,
-               "chunk_sweep_users_per_s": sweep, "chosen_chunk": best_chunk, "library_chunk": library_chunk,
-               "library_chunk_share_of_best": round(sweep["256x256"].get(str(library_chunk), 0)
-                                                    / sweep["256x256"][str(best_chunk)], 3),
+               "chunk_sweep_users_per_s": sweep, "chunk_sweep_users_per_cpu_s": sweep_cpu,
+               "chosen_chunk": best_chunk, "chosen_by": "users per CPU-second, 256x256",
+               "library_chunk": library_chunk,
+               "library_chunk_share_of_best": round(sweep_cpu["256x256"].get(str(library_chunk), 0)
+                                                    / sweep_cpu["256x256"][str(best_chunk)], 3),
                "results": results}
     return common.write_results("pulserl_scoring", payload, args.out_dir)
 
