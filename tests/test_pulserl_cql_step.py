@@ -87,3 +87,13 @@ def test_scoring_equals_the_network_mean(n_quantiles: int) -> None:
     with pytest.raises(SchemaError, match="obs must have shape"):
         agent.q_values(obs[:, :5])
 
+
+
+def test_scoring_chunk_is_the_measured_choice() -> None:
+    from pulse_lib import book
+
+    recorded = book.load_benchmark("pulserl_scoring")
+    sweep = recorded["chunk_sweep_users_per_cpu_s"]["256x256"]
+    # the library's default chunk was measured, and is within 10% of the fastest chunk measured
+    assert sweep[str(A.SCORING_CHUNK)] >= 0.9 * max(sweep.values())
+    assert recorded["library_chunk"] == A.SCORING_CHUNK

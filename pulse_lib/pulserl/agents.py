@@ -432,7 +432,7 @@ class TorchCQL:
 #: Rows per chunk when scoring users (:func:`score_mean_q`, :meth:`TorchCQL.q_values`, policies):
 #: the size measured fastest for the 63 -> 256 -> 256 -> 2 network on one CPU core by
 #: ``benchmarks/pulserl_scoring.py`` (its results file records the whole sweep and this choice).
-SCORING_CHUNK = 4_096
+SCORING_CHUNK = 1_024
 
 
 @torch.inference_mode()
