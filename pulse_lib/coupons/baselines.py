@@ -39,6 +39,9 @@ class LambdaCQL:
 
     def __init__(self, config: CQLConfig = CQLConfig(), device: str = "cpu", seed: int = 0,
                  lambda_low: float = 0.0, lambda_high: float = 1.0) -> None:
+        from pulse_lib.book import quiet_imports
+
+        quiet_imports()  # d3rlpy imports legacy gym, which prints an 'unmaintained' notice
         import d3rlpy
 
         d3rlpy.seed(seed)
@@ -55,6 +58,9 @@ class LambdaCQL:
     @staticmethod
     def build_dataset(dataset: CouponDataset, grid: np.ndarray, horizon: int, seed: int) -> Any:
         """The d3rlpy ``MDPDataset``: state ``[s, λ]`` and reward ``(r - λ c) / H``, one λ per episode."""
+        from pulse_lib.book import quiet_imports
+
+        quiet_imports()  # d3rlpy imports legacy gym, which prints an 'unmaintained' notice
         import d3rlpy
 
         m = len(dataset)
@@ -71,6 +77,9 @@ class LambdaCQL:
 
     def fit(self, dataset: CouponDataset, grid: np.ndarray, n_steps: int, horizon: int = 30) -> None:
         """Train ``n_steps`` d3rlpy updates on the λ-per-episode dataset (no logs written to disk)."""
+        from pulse_lib.book import quiet_imports
+
+        quiet_imports()  # d3rlpy imports legacy gym, which prints an 'unmaintained' notice
         import d3rlpy
 
         mdp = self.build_dataset(dataset, grid, horizon, self.seed)
