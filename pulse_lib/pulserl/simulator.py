@@ -317,9 +317,9 @@ def _transition_frame(idx: np.ndarray, t: int, obs: np.ndarray, actions: np.ndar
         "eps_id": idx.astype(np.int64),
         "t": np.full(idx.size, t, np.int32),
         "action": actions.astype(np.int8),
-        "reward": rewards.astype(np.float32),
+        "reward": rewards.astype(np.float64),
         "done": done.astype(bool),
-        "action_prob": prob.astype(np.float32),
+        "action_prob": prob.astype(np.float64),
     }
     columns.update({name: obs[:, j] for j, name in enumerate(FEATURE_NAMES)})
     columns.update({name: next_obs[:, j] for j, name in enumerate(NEXT_FEATURE_NAMES)})
