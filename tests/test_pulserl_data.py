@@ -296,7 +296,7 @@ def test_load_dataset_prefers_the_real_release(tmp_path: Path, monkeypatch: pyte
     assert "release" in source and len(table) == 18
     cached, _ = pulse_data.load_dataset("train", 20, seed=0)  # second call reads the Parquet cache
     pd.testing.assert_frame_equal(cached, table)
-    assert (tmp_path / "datasets" / "generated" / "pulserl_real_500k_dataset.parquet").exists()
+    assert len(list((tmp_path / "datasets" / "generated").glob("pulserl_real_500k_dataset_*.parquet"))) == 1
     with pytest.raises(ConfigError, match="unknown dataset kind"):
         pulse_data.load_dataset("test", 20, seed=0)
 
@@ -422,3 +422,30 @@ def test_extract_release_into_the_loader_layout(tmp_path: Path) -> None:
         handle.writestr("../../escape/500k_dataset/x.json", "{}")
     with pytest.raises(DataFormatError, match="outside"):
         DL.extract_release(evil, tmp_path / "raw2")
+
+
+def test_release_cache_is_keyed_on_the_raw_files_and_n_users_subsamples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pulse_lib.pulserl import datasets as pulse_data
+
+    monkeypatch.setenv("PULSE_BOOK_ROOT", str(tmp_path))
+    raw = tmp_path / "raw"
+    shutil.copytree(RELEASE, raw / "500k_dataset")
+    full, source = pulse_data.load_dataset("train", 100, seed=0, raw_dir=raw)
+    assert pulse_data.is_real(source) and full["eps_id"].nunique() == 6
+    part, source = pulse_data.load_dataset("train", 4, seed=0, raw_dir=raw)
+    assert part["eps_id"].nunique() == 4 and "4 of 6 users" in source
+    assert set(part["eps_id"]) <= set(full["eps_id"])
+    # change one raw file: the cache must not serve the old table
+    path = sorted((raw / "500k_dataset").rglob("*.json"))[-1]
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    lines[0]["rewards"] = [r + 100.0 for r in lines[0]["rewards"]]
+    path.write_text("\n".join(json.dumps(b) for b in lines) + "\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    changed, _ = pulse_data.load_dataset("train", 100, seed=0, raw_dir=raw)
+    assert changed["reward"].max() > full["reward"].max() + 50
+    assert len(list((tmp_path / "datasets" / "generated").glob("pulserl_real_500k_dataset_*.parquet"))) == 2
+    with pytest.raises(Exception, match="has no folder"):
+        pulse_data.load_dataset("eval", 10, seed=0, raw_dir=raw)
