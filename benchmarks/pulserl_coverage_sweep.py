@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
     parser.add_argument("--seeds", default=None, help="comma-separated subset of seeds (to run in parts)")
+    parser.add_argument("--levels", default=None, help="comma-separated subset of epsilons (to run in parts)")
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
                         help="merge result files of parts (same settings, other seeds) into one")
     args = parser.parse_args(argv)
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> Path:
                                target_update_interval=25)
     if args.seeds is not None:
         seeds = tuple(int(x) for x in args.seeds.split(","))
+    if args.levels is not None:
+        levels = tuple(float(x) for x in args.levels.split(","))
     sim = S.PulseSimulator(S.SimulatorConfig(gamma=config.gamma))
     eval_seed, mc_seed = 2024, 7
 
@@ -101,20 +104,34 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def merge(paths: list[Path], out_dir: Path) -> Path:
-    """One result file from parts run with ``--seeds`` (settings other than seeds must agree)."""
+    """One result file from parts run with ``--seeds``/``--levels`` (other settings must agree).
+
+    A (level, seed, learner) run present in several parts is kept once (the first).
+    """
     import json
 
     parts = [json.loads(Path(p).read_text()) for p in paths]
     first = parts[0]
-    for other in parts[1:]:
-        a = {k: v for k, v in first["settings"].items() if k != "seeds"}
-        b = {k: v for k, v in other["settings"].items() if k != "seeds"}
-        if a != b or other["references"] != first["references"]:
+    references: dict[str, float] = {}
+    for part in parts:
+        a = {k: v for k, v in first["settings"].items() if k not in ("seeds", "epsilons", "parts")}
+        b = {k: v for k, v in part["settings"].items() if k not in ("seeds", "epsilons", "parts")}
+        shared = set(references) & set(part["references"])
+        if a != b or any(abs(references[k] - part["references"][k]) > 1e-12 for k in shared):
             raise SystemExit("cannot merge: the parts were run with different settings")
-    runs = [run for part in parts for run in part["results"]["runs"]]
-    seeds = sorted({run["seed"] for run in runs})
-    payload = {**first, "settings": {**first["settings"], "seeds": seeds,
-                                     "parts": [p["machine"] for p in parts]},
+        references.update(part["references"])
+    runs, seen = [], set()
+    for part in parts:
+        for run in part["results"]["runs"]:
+            key = (run["epsilon"], run["seed"], run["learner"])
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+    runs.sort(key=lambda r: (-r["epsilon"], r["seed"]))
+    payload = {**first, "references": references,
+               "settings": {**first["settings"], "seeds": sorted({r["seed"] for r in runs}),
+                            "epsilons": sorted({r["epsilon"] for r in runs}, reverse=True),
+                            "parts": [p["machine"] for p in parts]},
                "results": {"runs": runs}}
     return common.write_results(NAME, payload, out_dir)
 

@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--datasets", default=None, help="a range 'a-b' of dataset indices (to run in parts)")
+    parser.add_argument("--no-diagnosis", action="store_true", help="skip the FQE diagnosis (parts after the first)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, help="merge result files of parts")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out_dir)
     common.setup_one_thread()
     from tqdm.auto import tqdm
 
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
     # why the old FQE was low: the same data and budget, one change at a time
     diagnosis = []
     target = "never send (softened, eps 0.1)"
-    for r in range(n_diagnosis):
+    for r in range(0 if args.no_diagnosis else n_diagnosis):
         table = S.generate_logged_dataset(n_users, seed=500 + r, logging_policy="uniform", config=config)
         variants = {
             "old: Huber loss, no days-left input": dict(loss="huber", time_feature=False),
@@ -97,7 +102,11 @@ def main(argv: list[str] | None = None) -> Path:
                               value=lin.estimate.value, converged=lin.converged,
                               trace=[float(v) for v in lin.values], truth=truth[target].mean))
     payload["fqe_diagnosis"] = {"target": target, "rows": diagnosis}
-    for r in tqdm(range(n_datasets), desc="logged datasets"):
+    indices = range(n_datasets)
+    if args.datasets:
+        lo, hi = (int(x) for x in args.datasets.split("-"))
+        indices = range(lo, hi + 1)
+    for r in tqdm(indices, desc="logged datasets"):
         table = S.generate_logged_dataset(n_users, seed=500 + r, logging_policy="uniform", config=config)
         reward_model = E.RewardModel(seed=r, max_iter=100).fit(table)
         for name, policy in targets.items():
@@ -115,6 +124,31 @@ def main(argv: list[str] | None = None) -> Path:
         }
         common.write_results(NAME, payload, args.out_dir)
     return common.write_results(NAME, payload, args.out_dir)
+
+
+def merge(paths: list[Path], out_dir: Path) -> Path:
+    """One result file from parts run with ``--datasets`` (same settings and truth)."""
+    import json
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    rows, seen = [], set()
+    for part in parts:
+        if part["settings"] != first["settings"] or part["truth"] != first["truth"]:
+            raise SystemExit("cannot merge: the parts were run with different settings")
+        for row in part["results"]["rows"]:
+            key = (row["dataset"], row["target"], row["estimator"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    frame = pd.DataFrame(rows)
+    diagnosis = next((p["fqe_diagnosis"] for p in parts if p.get("fqe_diagnosis", {}).get("rows")), None)
+    payload = {**first, "fqe_diagnosis": diagnosis, "parts": [p["machine"] for p in parts],
+               "results": {"overall": summarise(frame),
+                           "by_target": {n: summarise(g) for n, g in frame.groupby("target", sort=False)},
+                           "rows": rows}}
+    payload["settings"] = {**first["settings"], "n_datasets": int(frame["dataset"].nunique())}
+    return common.write_results(NAME, payload, out_dir)
 
 
 if __name__ == "__main__":
