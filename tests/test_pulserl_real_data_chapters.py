@@ -1,7 +1,7 @@
 """Chapters 07 and 08 on a (tiny) real-format release: they must run without the simulator's truth.
 
 Marked ``book`` (executes notebooks). The fixture release stands in for both released datasets;
-the chapters are given its folder through their ``pulserl_raw_dir`` parameter.
+the chapters are pointed at its folder by the ``PULSE_PULSERL_RAW_DIR`` environment variable.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ RELEASE = ROOT / "tests" / "fixtures" / "pulserl" / "tiny_release"
 
 
 @pytest.mark.parametrize("chapter", ["07_offline_rl_cql", "08_offline_policy_evaluation"])
-def test_chapter_runs_on_a_release_without_ground_truth(chapter: str, tmp_path: Path) -> None:
+def test_chapter_runs_on_a_release_without_ground_truth(chapter: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill
 
     raw = tmp_path / "raw"
     for name in ("500k_dataset", "10k_uniform_dataset_users"):
         shutil.copytree(RELEASE, raw / name)
+    monkeypatch.setenv("PULSE_PULSERL_RAW_DIR", str(raw))  # the kernel inherits it
     out = tmp_path / f"{chapter}.ipynb"
     papermill.execute_notebook(str(ROOT / "chapters" / f"{chapter}.ipynb"), str(out),
-                               parameters={"profile": "ci", "pulserl_raw_dir": str(raw)},
+                               parameters={"profile": "ci"},
                                cwd=str(ROOT / "chapters"), progress_bar=False)
     text = "\n".join(
         str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))

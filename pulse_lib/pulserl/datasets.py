@@ -54,7 +54,8 @@ def load_dataset(kind: str, n_users: int, seed: int, config: S.SimulatorConfig |
     """The transition table for ``kind`` (``"train"`` or ``"eval"``) and a line saying its source.
 
     Reads the real release if it was extracted under :func:`release_dir` (or under
-    ``raw_dir/<name>`` when ``raw_dir`` is given): the full release is cached as Parquet in
+    ``raw_dir/<name>`` when ``raw_dir``, or else the environment variable
+    ``PULSE_PULSERL_RAW_DIR``, is given): the full release is cached as Parquet in
     ``datasets/generated/``, keyed on the raw files (:func:`release_fingerprint`), and
     ``n_users`` episodes are drawn from it with ``seed``. Otherwise the surrogate is generated
     once and cached (``epsilon`` sets the training logger's exploration). Use :func:`is_real`
@@ -63,6 +64,7 @@ def load_dataset(kind: str, n_users: int, seed: int, config: S.SimulatorConfig |
     if kind not in RELEASE_NAMES:
         raise ConfigError(f"unknown dataset kind {kind!r}; choose one of {sorted(RELEASE_NAMES)}")
     name, logging_policy = RELEASE_NAMES[kind]
+    raw_dir = raw_dir or os.environ.get(RAW_DIR_ENV) or None
     real = Path(raw_dir) / name if raw_dir else release_dir(name)
     if real.is_dir():
         cache = book.generated_dir() / f"pulserl_real_{name}_{release_fingerprint(real)}.parquet"
@@ -93,6 +95,9 @@ def load_dataset(kind: str, n_users: int, seed: int, config: S.SimulatorConfig |
               f"{label}, seed {seed}) standing in for {name}")
     return table, source
 
+
+#: Environment variable naming a folder that holds the release's datasets (chapters 07-08 use it).
+RAW_DIR_ENV = "PULSE_PULSERL_RAW_DIR"
 
 #: How a source line of the real release starts.
 REAL_PREFIX = "the authors' release"
