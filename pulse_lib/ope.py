@@ -36,6 +36,8 @@ __all__ = [
     "weighted_per_decision_is",
     "effective_sample_size",
     "TRAJECTORY_ESTIMATORS",
+    "bootstrap_mean_interval",
+    "bootstrap_trajectory_intervals",
 ]
 
 
@@ -310,3 +312,59 @@ def effective_sample_size(weights: object) -> float:
         return 0.0
     scaled = w / top
     return float(scaled.sum() ** 2 / (scaled**2).sum())
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+
+
+def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0.0 < level < 1.0:
+        raise SchemaError(f"confidence level must be in (0, 1), got {level!r}")
+    lo, hi = np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def _bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    if n_boot < 2:
+        raise SchemaError(f"n_boot must be at least 2, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def bootstrap_mean_interval(terms: object, *, n_boot: int = 1000, level: float = 0.95,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(terms)`` (one term per episode or per decision).
+
+    Resamples the terms only: a model that produced them (DM, FQE) is held fixed, so the
+    interval ignores the model's own estimation error.
+    """
+    t = _as_1d("terms", terms)
+    counts = _bootstrap_counts(t.shape[0], n_boot, seed)
+    return _percentile_interval(counts @ t / t.shape[0], level)
+
+
+def bootstrap_trajectory_intervals(
+    episode_ids: object, steps: object, rewards: object, target_prob: object,
+    behaviour_prob: object, gamma: float = 1.0, *, n_boot: int = 1000, level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals over *episodes* for IS, WIS, PDIS and WPDIS.
+
+    Each bootstrap draw resamples whole episodes with replacement and recomputes every
+    estimator, self-normalisation included (so WIS and WPDIS intervals carry the variance of
+    their denominators, which the per-term ``OPEEstimate.ci`` omits).
+    """
+    ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
+    n_episodes = ep.rewards.shape[0]
+    counts = _bootstrap_counts(n_episodes, n_boot, seed)
+    returns = ep.rewards @ ep.discounts
+    rho = ep.cum_weights[:, -1]
+    weighted = ep.cum_weights * ep.rewards * ep.discounts  # (E, H)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        draws = {
+            "IS": counts @ (rho * returns) / n_episodes,
+            "WIS": (counts @ (rho * returns)) / (counts @ rho),
+            "PDIS": counts @ weighted.sum(axis=1) / n_episodes,
+            "WPDIS": ((counts @ weighted) / (counts @ ep.cum_weights)).sum(axis=1),
+        }
+    return {name: _percentile_interval(d, level) for name, d in draws.items()}

@@ -9,6 +9,7 @@ import json
 import pickle
 import shutil
 import sys
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -295,6 +296,156 @@ def test_load_dataset_prefers_the_real_release(tmp_path: Path, monkeypatch: pyte
     assert "release" in source and len(table) == 18
     cached, _ = pulse_data.load_dataset("train", 20, seed=0)  # second call reads the Parquet cache
     pd.testing.assert_frame_equal(cached, table)
-    assert (tmp_path / "datasets" / "generated" / "pulserl_real_500k_dataset.parquet").exists()
+    assert len(list((tmp_path / "datasets" / "generated").glob("pulserl_real_500k_dataset_*.parquet"))) == 1
     with pytest.raises(ConfigError, match="unknown dataset kind"):
         pulse_data.load_dataset("test", 20, seed=0)
+
+
+# ----------------------------------------------------------------------------- hostile files and servers
+
+
+def _first_file(root: Path) -> Path:
+    return sorted(root.rglob("*.json"))[0]
+
+
+@pytest.mark.parametrize(
+    ("encode", "message"),
+    [
+        (lambda text: text.encode("utf-16"), "UTF-16"),
+        (lambda text: __import__("gzip").compress(text.encode()), "gzip"),
+        (lambda text: text.encode() + b"\n{\"obs\": \"\xff\xfe\"}\n", r":\d+: not UTF-8"),
+    ],
+)
+def test_undecodable_files_name_file_and_line(tmp_path: Path, encode, message: str) -> None:
+    root = _copy_release(tmp_path)
+    path = _first_file(root)
+    path.write_bytes(encode(path.read_text()))
+    with pytest.raises(DataFormatError, match=message) as info:
+        D.read_release(root)
+    assert str(path) in str(info.value)
+
+
+def test_reward_beyond_float32_is_an_error_and_rewards_keep_float64(tmp_path: Path) -> None:
+    root = _copy_release(tmp_path)
+    table = D.read_release(root)
+    assert table["reward"].dtype == np.float64 and table["action_prob"].dtype == np.float64
+    path = _rewrite_first_line(root, _edit("rewards", lambda r: [1e39, *r[1:]]))
+    with pytest.raises(DataFormatError, match="float32") as info:
+        D.read_release(root)
+    assert f"{path}:1" in str(info.value)
+
+
+def test_action_logp_gives_action_prob(tmp_path: Path) -> None:
+    root = _copy_release(tmp_path)
+    want = D.read_release(root)
+
+    def to_logp(line: str) -> str:
+        batch = json.loads(line)
+        batch["action_logp"] = np.log(batch.pop("action_prob")).tolist()
+        return json.dumps(batch)
+
+    _rewrite_first_line(root, to_logp)
+    got = D.read_release(root)
+    np.testing.assert_allclose(got["action_prob"], want["action_prob"], rtol=1e-12)
+
+
+def test_episode_id_beyond_int64_is_named(tmp_path: Path) -> None:
+    root = _copy_release(tmp_path)
+    _rewrite_first_line(root, _edit("eps_id", lambda e: [2**64, *e[1:]]))
+    with pytest.raises(DataFormatError, match="'eps_id' row 0 .* 64-bit"):
+        D.read_release(root)
+
+
+class _Status:
+    def __init__(self, status: int, body: bytes = b"") -> None:
+        self.status, self.stream = status, io.BytesIO(body)
+
+    def read(self, n: int) -> bytes:
+        return self.stream.read(n)
+
+
+def test_download_names_the_http_status(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match="HTTP 404"):
+        DL.download("https://example.invalid/x", tmp_path / "p.zip", opener=lambda r: _Status(404, b"nope"))
+
+    def raises_404(request):
+        raise urllib.error.HTTPError(request.full_url, 404, "Not Found", {}, None)
+
+    with pytest.raises(DataFormatError, match="HTTP 404 Not Found"):
+        DL.download("https://example.invalid/x", tmp_path / "p.zip", opener=raises_404)
+    assert not (tmp_path / "p.zip").exists()
+
+
+def test_download_416_on_a_complete_part_finishes(tmp_path: Path) -> None:
+    payload = _zip_bytes()
+    (tmp_path / "p.zip.part").write_bytes(payload)
+
+    def raises_416(request):
+        assert request.get_header("Range") == f"bytes={len(payload)}-"
+        raise urllib.error.HTTPError(request.full_url, 416, "Range Not Satisfiable", {}, None)
+
+    import hashlib
+
+    dest = DL.download("https://example.invalid/x", tmp_path / "p.zip", opener=raises_416,
+                       sha256=hashlib.sha256(payload).hexdigest())
+    assert dest.read_bytes() == payload
+
+
+def test_existing_destination_is_checked_not_trusted(tmp_path: Path) -> None:
+    dest = tmp_path / "p.zip"
+    dest.write_bytes(_zip_bytes())
+    with pytest.raises(DataFormatError, match="exists but sha256 does not match"):
+        DL.download("https://example.invalid/x", dest, sha256="0" * 64, opener=lambda r: 1 / 0)
+    assert DL.download("https://example.invalid/x", dest, opener=lambda r: 1 / 0) == dest
+
+
+def test_offline_is_one_clear_line(tmp_path: Path) -> None:
+    def offline(request):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    with pytest.raises(DataFormatError, match=r"cannot reach .* \(offline\?\)") as info:
+        DL.download("https://example.invalid/x", tmp_path / "p.zip", opener=offline)
+    assert "\n" not in str(info.value)
+
+
+def test_extract_release_into_the_loader_layout(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in sorted(RELEASE.rglob("*.json")):
+            handle.write(path, f"data/processed/v1/10k_uniform_dataset_users/{path.relative_to(RELEASE)}")
+    raw = tmp_path / "raw"
+    out = DL.extract_release(archive, raw)
+    assert out == [raw / "10k_uniform_dataset_users"]
+    assert len(D.read_release(out[0])) == len(D.read_release(RELEASE))
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as handle:
+        handle.writestr("../../escape/500k_dataset/x.json", "{}")
+    with pytest.raises(DataFormatError, match="outside"):
+        DL.extract_release(evil, tmp_path / "raw2")
+
+
+def test_release_cache_is_keyed_on_the_raw_files_and_n_users_subsamples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pulse_lib.pulserl import datasets as pulse_data
+
+    monkeypatch.setenv("PULSE_BOOK_ROOT", str(tmp_path))
+    raw = tmp_path / "raw"
+    shutil.copytree(RELEASE, raw / "500k_dataset")
+    full, source = pulse_data.load_dataset("train", 100, seed=0, raw_dir=raw)
+    assert pulse_data.is_real(source) and full["eps_id"].nunique() == 6
+    part, source = pulse_data.load_dataset("train", 4, seed=0, raw_dir=raw)
+    assert part["eps_id"].nunique() == 4 and "4 of 6 users" in source
+    assert set(part["eps_id"]) <= set(full["eps_id"])
+    # change one raw file: the cache must not serve the old table
+    path = sorted((raw / "500k_dataset").rglob("*.json"))[-1]
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    lines[0]["rewards"] = [r + 100.0 for r in lines[0]["rewards"]]
+    path.write_text("\n".join(json.dumps(b) for b in lines) + "\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    changed, _ = pulse_data.load_dataset("train", 100, seed=0, raw_dir=raw)
+    assert changed["reward"].max() > full["reward"].max() + 50
+    assert len(list((tmp_path / "datasets" / "generated").glob("pulserl_real_500k_dataset_*.parquet"))) == 2
+    with pytest.raises(Exception, match="has no folder"):
+        pulse_data.load_dataset("eval", 10, seed=0, raw_dir=raw)

@@ -61,6 +61,42 @@ def test_fatigue_makes_always_sending_worse_than_a_targeted_policy() -> None:
     assert v_young.low > v_never.high  # messaging the responsive helps
 
 
+def test_logging_policy_is_good_but_improvable_and_hides_a_trap() -> None:
+    """The premise of chapter 07: the logger beats never / always / uniform, an observable
+    change improves on it, and sending to the segment it avoids is a trap."""
+    sim = S.PulseSimulator()
+    age = lambda o: o[:, FEATURE_INDEX["user_obs_age_group"]] * 5  # noqa: E731
+    value = {name: sim.evaluate(policy, 6000, seed=1) for name, policy in {
+        "logger": S.heuristic_policy, "never": S.never_send, "always": S.always_send, "uniform": S.uniform_policy,
+        "better": lambda o: (age(o) < 3.5).astype(float),
+        "trap": lambda o: np.maximum(S.marketer_rule(o), (age(o) > 3.5).astype(float)),
+    }.items()}
+    for other in ("never", "always", "uniform", "trap"):
+        assert value["logger"].low > value[other].high, (other, value["logger"], value[other])
+    assert value["better"].low > value["logger"].high
+
+
+def test_exploration_sets_the_logged_propensities() -> None:
+    for eps in (1.0, 0.3, 0.01):
+        table = S.generate_logged_dataset(60, seed=3, config=SMALL, epsilon=eps)
+        rule = S.marketer_rule(D.observations(table))
+        p_send = (1 - eps) * rule + eps / 2
+        np.testing.assert_allclose(table["action_prob"], np.where(table["action"] == 1, p_send, 1 - p_send))
+    with pytest.raises(ConfigError, match="epsilon"):
+        S.logging_policy(0.0)
+    with pytest.raises(ConfigError, match="epsilon applies"):
+        S.generate_logged_dataset(5, 0, logging_policy="uniform", epsilon=0.1)
+
+
+def test_cql_config_defaults_are_the_released_ones() -> None:
+    c = A.CQLConfig()
+    assert (c.gamma, c.learning_rate, c.adam_epsilon, c.batch_size, c.target_update_interval, c.alpha) == (
+        0.99, 5e-5, 3.125e-4, 256, 2_000, 4.0)
+    assert A.CQLConfig.paper().n_quantiles == 200 and S.SimulatorConfig().gamma == 0.99
+    agent = A.TorchCQL(A.CQLConfig(hidden=(4,)))
+    assert agent.optim.param_groups[0]["eps"] == 3.125e-4
+
+
 def test_users_who_opted_out_stay_out_and_earn_nothing() -> None:
     sim = S.PulseSimulator(S.SimulatorConfig(opt_out_base=5.0))  # almost everyone opts out at once
     rng = np.random.default_rng(0)

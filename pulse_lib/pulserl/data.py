@@ -26,8 +26,11 @@ from pulse_lib.errors import DataFormatError, SchemaError
 from pulse_lib.io import atomic_path, atomic_write
 from pulse_lib.pulserl.features import FEATURE_NAMES, N_FEATURES, NEXT_FEATURE_NAMES
 
-#: Columns every SampleBatch line must carry.
+#: Columns every SampleBatch line must carry (``action_prob`` may be given as ``action_logp``).
 REQUIRED_COLUMNS: tuple[str, ...] = ("obs", "actions", "rewards", "dones", "eps_id", "action_prob", "new_obs")
+#: The largest magnitude a float32 holds: a reward beyond it cannot be stored or trained on.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Columns of the transition table, before the 63 features and the 63 next features.
 TABLE_COLUMNS: tuple[str, ...] = ("eps_id", "t", "action", "reward", "done", "action_prob")
 #: The first bytes of an LZ4 frame (what RLlib's ``pack`` writes before base64).
@@ -89,6 +92,12 @@ def parse_sample_batch_line(line: str, *, where: str, decompress: Any = None) ->
         raise DataFormatError(f"{where}: expected a JSON object, got {type(batch).__name__}")
     if batch.get("type", "SampleBatch") != "SampleBatch":
         raise DataFormatError(f"{where}: type is {batch.get('type')!r}, expected 'SampleBatch'")
+    if "action_prob" not in batch and "action_logp" in batch:
+        # RLlib stores the log-probability of the logged action; the probability is its exp
+        try:
+            batch["action_prob"] = np.exp(np.asarray(batch["action_logp"], dtype=np.float64)).tolist()
+        except (TypeError, ValueError) as exc:
+            raise DataFormatError(f"{where}: column 'action_logp' is not numeric ({exc})") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in batch]
     if missing:
         raise DataFormatError(f"{where}: missing column(s) {missing}")
@@ -109,6 +118,10 @@ def parse_sample_batch_line(line: str, *, where: str, decompress: Any = None) ->
     eps = batch["eps_id"]
     if not isinstance(eps, list) or len(eps) != n or not all(isinstance(e, int) and not isinstance(e, bool) for e in eps):
         raise DataFormatError(f"{where}: column 'eps_id' must be a list of {n} integers")
+    too_big = [i for i, e in enumerate(eps) if not _INT64_MIN <= e <= _INT64_MAX]
+    if too_big:
+        raise DataFormatError(f"{where}: column 'eps_id' row {too_big[0]} is {eps[too_big[0]]}, beyond the "
+                              "64-bit integer range the table stores episode ids in")
     out["eps_id"] = np.asarray(eps, dtype=np.int64)
     for name in ("actions", "rewards", "dones", "action_prob"):
         value = batch[name]
@@ -122,6 +135,10 @@ def parse_sample_batch_line(line: str, *, where: str, decompress: Any = None) ->
         if bad.size:
             raise DataFormatError(f"{where}: column {name!r} row {int(bad[0])} is {arr[bad[0]].item()!r}, not finite")
         out[name] = arr
+    bad = np.flatnonzero(np.abs(out["rewards"]) > FLOAT32_MAX)
+    if bad.size:
+        raise DataFormatError(f"{where}: column 'rewards' row {int(bad[0])} is {out['rewards'][bad[0]].item()!r}, "
+                              "beyond the float32 range learners train in (it would become inf)")
     bad = np.flatnonzero(~np.isin(out["actions"], (0.0, 1.0)))
     if bad.size:
         raise DataFormatError(f"{where}: column 'actions' row {int(bad[0])} is {out['actions'][bad[0]].item()!r}; "
@@ -134,6 +151,26 @@ def parse_sample_batch_line(line: str, *, where: str, decompress: Any = None) ->
     if bad.size:
         raise DataFormatError(f"{where}: column 'dones' row {int(bad[0])} is not a boolean")
     return out
+
+
+def _text_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file; an encoding problem names the file and line."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if head[:2] == b"\x1f\x8b":
+            raise DataFormatError(f"{path}:1: the file is gzip-compressed, not JSON text; decompress it "
+                                  "first (gunzip), keeping one SampleBatch JSON object per line")
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise DataFormatError(f"{path}:1: the file is UTF-16 text; RLlib writes UTF-8: re-save it as UTF-8")
+        handle.seek(0)
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line is "
+                                      f"{raw[exc.start:exc.start + 1]!r})") from exc
 
 
 def sample_batch_files(root: str | os.PathLike[str]) -> list[Path]:
@@ -160,13 +197,12 @@ def read_sample_batches(paths: Iterable[str | os.PathLike[str]], *, decompress: 
     origins: list[tuple[str, int, int]] = []  # file, line, rows: to name the line of an error
     for path in paths:
         path = Path(path)
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                batch = parse_sample_batch_line(line, where=f"{path}:{number}", decompress=decompress)
-                pieces.append(batch)
-                origins.append((str(path), number, batch["obs"].shape[0]))
+        for number, line in _text_lines(path):
+            if not line.strip():
+                continue
+            batch = parse_sample_batch_line(line, where=f"{path}:{number}", decompress=decompress)
+            pieces.append(batch)
+            origins.append((str(path), number, batch["obs"].shape[0]))
     if not pieces:
         raise DataFormatError("no SampleBatch lines found")
     obs = np.concatenate([p["obs"] for p in pieces])
@@ -201,8 +237,8 @@ def read_sample_batches(paths: Iterable[str | os.PathLike[str]], *, decompress: 
                                   "row's 'new_obs' (inconsistent episode)")
     table = pd.DataFrame({
         "eps_id": eps, "t": t, "action": cols["actions"].astype(np.int8),
-        "reward": cols["rewards"].astype(np.float32), "done": dones,
-        "action_prob": cols["action_prob"].astype(np.float32),
+        "reward": cols["rewards"], "done": dones,  # float64: as read, no rounding
+        "action_prob": cols["action_prob"],
     })
     features = pd.DataFrame(obs, columns=list(FEATURE_NAMES))
     next_features = pd.DataFrame(new_obs, columns=list(NEXT_FEATURE_NAMES))

@@ -48,17 +48,20 @@ class SimulatorConfig:
     """Every constant of the surrogate dynamics, visible and changeable."""
 
     horizon: int = 28  #: days per episode (the logging window of one user)
-    gamma: float = 0.9  #: discount used for returns
-    reward_registration: float = 1.0
-    reward_visualization: float = 0.5
-    reward_deal: float = 3.0
-    reward_activation: float = 1.0
-    penalty_opt_out: float = 2.0  #: a user who leaves the channel: lost future contact
+    gamma: float = 0.99  #: discount of returns: the released code's gamma (quantile.gin)
+    reward_registration: float = 1.0  #: a sign-up (registration) event
+    reward_visualization: float = 0.5  #: the user looks at a located debt
+    reward_deal: float = 3.0  #: a renegotiation deal
+    reward_activation: float = 1.0  #: the user becomes an active app user
+    reward_active_day: float = 0.033  #: per day as an active user: the released LTV bonus
+    penalty_opt_out: float = 5.0  #: a user who leaves the channel: lost future contact
     send_cost: float = 0.01  #: each message costs money and attention
     fatigue_decay: float = 0.7  #: fatigue carried to the next day
-    fatigue_drag: float = 0.3  #: how much fatigue lowers every event's logit
-    opt_out_base: float = -7.0  #: logit of opting out after a message at zero fatigue
-    opt_out_per_fatigue: float = 1.6
+    fatigue_drag: float = 0.15  #: how much fatigue (times proneness) lowers every event's logit
+    opt_out_base: float = -7.0  #: logit of opting out on a message at zero fatigue
+    opt_out_per_fatigue: float = 2.5  #: rise of that logit per unit of fatigue x proneness
+    prone_share_old: float = 0.85  #: hidden: share of fatigue-prone users in age groups 4-5
+    prone_share_other: float = 0.05  #: hidden: share of fatigue-prone users elsewhere
     start_date: str = "2020-10-27"  #: first day of the release's logs
 
     def __post_init__(self) -> None:
@@ -66,6 +69,10 @@ class SimulatorConfig:
             raise ConfigError(f"horizon must be at least 1 day, got {self.horizon}")
         if not 0.0 < self.gamma <= 1.0:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
+        for name in ("prone_share_old", "prone_share_other"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {value}")
 
 
 @dataclass
@@ -125,8 +132,14 @@ class PulseSimulator:
         has = np.stack([activated, located, visualized, deals > 0], axis=1)
         days = np.where(has, rng.integers(1, 400, (n, 4)), 10_000).astype(float)
         young = (2.5 - age) / 2.5  # +1 for the youngest group, -1 for the oldest
-        responsiveness = 1.5 * young + 1.0 * score + 0.6 + rng.normal(0.0, 0.4, n)
-        proneness = np.clip(0.1 + 0.8 * (age >= 3) + 0.2 * signup + rng.normal(0, 0.1, n), 0.02, None)
+        old = age >= 4
+        # a message lifts every user's next event at first (older users too: they read it) ...
+        responsiveness = 0.8 * young + 1.0 * score + 0.9 + 0.9 * old + rng.normal(0.0, 0.3, n)
+        # ... but a hidden trait, far more common among older users, makes repeated messages
+        # pile up into fatigue and opt-outs. Age shows the risk, not who carries it.
+        c = self.config
+        prone = rng.random(n) < np.where(old, c.prone_share_old, c.prone_share_other)
+        proneness = np.where(prone, 1.0, 0.02) + rng.uniform(0.0, 0.06, n)
         return Users(
             age_group=age, address=rng.choice(len(ADDRESS_STATES), size=n, p=_STATE_WEIGHTS),
             gender=rng.choice(3, size=n, p=[0.48, 0.50, 0.02]), objective_signup=signup,
@@ -177,7 +190,7 @@ class PulseSimulator:
         a = a * users.active
         # a message lifts the chance of the next event for responsive users, less so when tired;
         # accumulated fatigue depresses engagement whether or not a message is sent today
-        lift = a * users.responsiveness * np.exp(-0.15 * users.fatigue)
+        lift = a * users.responsiveness * np.exp(-0.3 * users.fatigue * users.fatigue_proneness)
         drag = c.fatigue_drag * users.fatigue_proneness * users.fatigue
         u = rng.random((users.n, 5))
         reward = -c.send_cost * a
@@ -192,7 +205,8 @@ class PulseSimulator:
         for event in (register, locate, visualize, deal, activate):
             event &= users.active
         reward += (c.reward_registration * register + c.reward_visualization * visualize
-                   + c.reward_deal * deal + c.reward_activation * activate - c.penalty_opt_out * opt_out)
+                   + c.reward_deal * deal + c.reward_activation * activate - c.penalty_opt_out * opt_out
+                   + c.reward_active_day * (users.activated | activate) * users.active)
         users.registered |= register
         users.located |= locate
         users.visualized |= visualize
@@ -303,9 +317,9 @@ def _transition_frame(idx: np.ndarray, t: int, obs: np.ndarray, actions: np.ndar
         "eps_id": idx.astype(np.int64),
         "t": np.full(idx.size, t, np.int32),
         "action": actions.astype(np.int8),
-        "reward": rewards.astype(np.float32),
+        "reward": rewards.astype(np.float64),
         "done": done.astype(bool),
-        "action_prob": prob.astype(np.float32),
+        "action_prob": prob.astype(np.float64),
     }
     columns.update({name: obs[:, j] for j, name in enumerate(FEATURE_NAMES)})
     columns.update({name: next_obs[:, j] for j, name in enumerate(NEXT_FEATURE_NAMES)})
@@ -315,24 +329,50 @@ def _transition_frame(idx: np.ndarray, t: int, obs: np.ndarray, actions: np.ndar
 # ---------------------------------------------------------------------- reference policies
 
 
-def heuristic_policy(obs: np.ndarray) -> np.ndarray:
-    """The logging policy of the training set: a marketer's rules, never fully deterministic.
+def marketer_rule(obs: np.ndarray) -> np.ndarray:
+    """The marketing team's deterministic rule set (0/1): good, but improvable.
 
-    Message users whose debt is located but not yet seen (they are one click from a deal),
-    high-score users who have not signed up, and rarely anyone who already closed a deal.
-    Like a production rule set it is nearly deterministic: propensities go down to 0.02,
-    so some actions in some states are almost never logged (the setting where offline RL
-    without conservatism extrapolates).
+    Never message the two oldest age groups (experience says they complain and unsubscribe)
+    or users who already closed a deal; message users whose debt is located but not yet
+    seen (one click from a deal), sign-up prospects with a score above 0.4, and registered
+    users in the three youngest age groups. Everyone else (low-score prospects, registered
+    users aged 3) is left alone, which leaves value on the table.
     """
     obs = np.asarray(obs)
     f = FEATURE_INDEX
-    p = np.full(obs.shape[0], 0.3)
-    unregistered = obs[:, f["obs_user_registered"]] < 0.5
-    p = np.where(unregistered & (obs[:, f["obs_score"]] > 0.4), 0.95, p)
-    p = np.where(unregistered & (obs[:, f["obs_score"]] <= 0.4), 0.03, p)
-    p = np.where((obs[:, f["obs_debt_located"]] > 0.5) & (obs[:, f["obs_debt_visualized"]] < 0.5), 0.97, p)
-    p = np.where(obs[:, f["obs_deals"]] > 0, 0.02, p)
-    return p
+    age = obs[:, f["user_obs_age_group"]] * 5.0
+    registered = obs[:, f["obs_user_registered"]] > 0.5
+    send = (~registered & (obs[:, f["obs_score"]] > 0.4)) | (registered & (age < 2.5))
+    send |= (obs[:, f["obs_debt_located"]] > 0.5) & (obs[:, f["obs_debt_visualized"]] < 0.5)
+    send &= (age < 3.5) & (obs[:, f["obs_deals"]] <= 0)
+    return send.astype(float)
+
+
+#: Exploration of the default logging policy (``heuristic``, the ``500k_dataset`` stand-in).
+DEFAULT_EPSILON = 0.1
+
+
+def logging_policy(epsilon: float) -> Policy:
+    """The marketer's rule with exploration: ``(1 - epsilon) * rule + epsilon * uniform``.
+
+    ``epsilon = 1`` is the uniform coin; ``epsilon -> 0`` the deterministic rule, under which
+    the opposite of the rule's action in each state is logged with probability
+    ``epsilon / 2``: the knob of the coverage sweep.
+    """
+    if not 0.0 < epsilon <= 1.0:
+        raise ConfigError(f"epsilon must be in (0, 1] (a logged propensity must stay positive), got {epsilon}")
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return (1.0 - epsilon) * marketer_rule(obs) + 0.5 * epsilon
+
+    policy.__name__ = f"logging_policy_eps{epsilon:g}"
+    return policy
+
+
+def heuristic_policy(obs: np.ndarray) -> np.ndarray:
+    """The logging policy of the training set: the marketer's rule with ``DEFAULT_EPSILON``
+    exploration (propensities 0.05 or 0.95)."""
+    return logging_policy(DEFAULT_EPSILON)(obs)
 
 
 def uniform_policy(obs: np.ndarray) -> np.ndarray:
@@ -358,16 +398,24 @@ def generate_logged_dataset(
     seed: int,
     logging_policy: str = "heuristic",
     config: SimulatorConfig | None = None,
+    *,
+    epsilon: float | None = None,
 ) -> pd.DataFrame:
     """Logged transitions of ``n_users`` users under a named logging policy.
 
     ``"heuristic"`` mimics the release's ``500k_dataset`` (a production policy), ``"uniform"``
     its ``10k_uniform_dataset_users`` (random sends, for off-policy evaluation). One episode per
     user; columns ``eps_id, t, action, reward, done, action_prob``, the 63 features and the 63
-    ``next_`` features.
+    ``next_`` features. ``epsilon`` (only with ``"heuristic"``) sets the logger's exploration
+    (:func:`logging_policy`); the default is :data:`DEFAULT_EPSILON`.
     """
     if logging_policy not in LOGGING_POLICIES:
         raise ConfigError(f"unknown logging policy {logging_policy!r}; choose one of {sorted(LOGGING_POLICIES)}")
-    result = PulseSimulator(config).rollout(LOGGING_POLICIES[logging_policy], n_users, seed, record=True)
+    policy = LOGGING_POLICIES[logging_policy]
+    if epsilon is not None:
+        if logging_policy != "heuristic":
+            raise ConfigError(f"epsilon applies to the 'heuristic' logging policy, not {logging_policy!r}")
+        policy = globals()["logging_policy"](epsilon)
+    result = PulseSimulator(config).rollout(policy, n_users, seed, record=True)
     assert result.transitions is not None
     return result.transitions

@@ -1,0 +1,155 @@
+"""Accuracy of off-policy estimators against the surrogate's truth, over many logged datasets.
+
+For each of ``n_datasets`` independent uniform-random logs (the stand-in for the release's
+``10k_uniform_dataset_users``) and each target policy, every estimator of
+``pulse_lib.pulserl.evaluation.estimate_with_intervals`` gives a value and a 95 % bootstrap
+interval (over episodes). Against the simulator's truth (a large online run) we record per
+estimator: bias, standard deviation, RMSE, the share of intervals that contain the truth
+(coverage) and the mean interval half-width; for FQE also how often its convergence check
+passed. Writes ``benchmarks/results/pulserl_ope_accuracy.json`` after every dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pulserl_common as common
+
+NAME = "pulserl_ope_accuracy"
+
+
+def summarise(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Bias, sd, RMSE, coverage and half-width per estimator (over datasets and targets)."""
+    out = {}
+    for name, part in rows.groupby("estimator", sort=False):
+        err = part["value"] - part["truth"]
+        entry = {
+            "n": int(len(part)), "bias": float(err.mean()), "sd": float(err.std(ddof=1)) if len(part) > 1 else None,
+            "rmse": float(np.sqrt((err**2).mean())),
+            "coverage": float(((part["low"] <= part["truth"]) & (part["truth"] <= part["high"])).mean()),
+            "mean_half_width": float(((part["high"] - part["low"]) / 2).mean()),
+        }
+        if "converged" in part and part["converged"].notna().any():
+            entry["converged_share"] = float(part["converged"].dropna().astype(bool).mean())
+        out[str(name)] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--datasets", default=None, help="a range 'a-b' of dataset indices (to run in parts)")
+    parser.add_argument("--no-diagnosis", action="store_true", help="skip the FQE diagnosis (parts after the first)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, help="merge result files of parts")
+    args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out_dir)
+    common.setup_one_thread()
+    from tqdm.auto import tqdm
+
+    from pulse_lib.pulserl import evaluation as E
+    from pulse_lib.pulserl import simulator as S
+
+    if args.quick:
+        n_datasets, n_users, n_truth, n_boot, n_diagnosis = 2, 40, 500, 50, 1
+        budget: dict[str, Any] = dict(n_iterations=3, steps_per_iteration=5, hidden=(8,))
+        config = S.SimulatorConfig(horizon=5)
+    else:
+        n_datasets, n_users, n_truth, n_boot, n_diagnosis = 20, 600, 50_000, 500, 2
+        budget = dict(n_iterations=40, steps_per_iteration=50, hidden=(32, 32))  # the old FQE's 2,000 steps
+        config = S.SimulatorConfig()
+    sim = S.PulseSimulator(config)
+    targets = {
+        "never send (softened, eps 0.1)": E.soften(S.never_send, 0.1),
+        "logging heuristic (rule, eps 0.1)": S.heuristic_policy,
+        "rule, eps 0.5": S.logging_policy(0.5),
+    }
+    truth = {name: sim.evaluate(policy, n_truth, seed=77) for name, policy in targets.items()}
+    rows: list[dict[str, Any]] = []
+    payload: dict[str, Any] = {
+        "benchmark": NAME, "quick": args.quick, "machine": common.machine_info(),
+        "settings": {"n_datasets": n_datasets, "n_users_per_dataset": n_users, "logging_policy": "uniform",
+                     "horizon": config.horizon, "gamma": config.gamma, "n_truth_users": n_truth, "n_boot": n_boot,
+                     "interval": "95 % percentile bootstrap over episodes (DM, FQE: model held fixed)",
+                     "fqe": "FQE-linear (LSTD-Q fixed point, features x days left); the neural FQE "
+                            "(about 30 CPU-s per fit here) only in the diagnosis below",
+                     "diagnosis_budget": budget},
+        "truth": {name: {"value": v.mean, "low": v.low, "high": v.high} for name, v in truth.items()},
+        "results": {},
+    }
+    # why the old FQE was low: the same data and budget, one change at a time
+    diagnosis = []
+    target = "never send (softened, eps 0.1)"
+    for r in range(0 if args.no_diagnosis else n_diagnosis):
+        table = S.generate_logged_dataset(n_users, seed=500 + r, logging_policy="uniform", config=config)
+        variants = {
+            "old: Huber loss, no days-left input": dict(loss="huber", time_feature=False),
+            "squared loss, no days-left input": dict(loss="mse", time_feature=False),
+            "squared loss + days-left input": dict(loss="mse", time_feature=True),
+        }
+        for label, kwargs in variants.items():
+            fit = E.fit_fqe(table, targets[target], config.gamma, seed=r, **budget, **kwargs)
+            diagnosis.append(dict(dataset=r, variant=label, value=fit.estimate.value, converged=fit.converged,
+                                  trace=[float(v) for v in fit.values], truth=truth[target].mean))
+        lin = E.fit_fqe_linear(table, targets[target], config.gamma)
+        diagnosis.append(dict(dataset=r, variant="linear, solved at its fixed point (LSTD-Q)",
+                              value=lin.estimate.value, converged=lin.converged,
+                              trace=[float(v) for v in lin.values], truth=truth[target].mean))
+    payload["fqe_diagnosis"] = {"target": target, "rows": diagnosis}
+    indices = range(n_datasets)
+    if args.datasets:
+        lo, hi = (int(x) for x in args.datasets.split("-"))
+        indices = range(lo, hi + 1)
+    for r in tqdm(indices, desc="logged datasets"):
+        table = S.generate_logged_dataset(n_users, seed=500 + r, logging_policy="uniform", config=config)
+        reward_model = E.RewardModel(seed=r, max_iter=100).fit(table)
+        for name, policy in targets.items():
+            start = time.process_time()
+            est = E.estimate_with_intervals(table, policy, config.gamma, reward_model=reward_model,
+                                            fqe_linear=True, n_boot=n_boot, seed=r)
+            for row in est.to_dict(orient="records"):
+                rows.append({**row, "dataset": r, "target": name, "truth": truth[name].mean,
+                             "cpu_seconds": round(time.process_time() - start, 1)})
+        frame = pd.DataFrame(rows)
+        payload["results"] = {
+            "overall": summarise(frame),
+            "by_target": {name: summarise(part) for name, part in frame.groupby("target", sort=False)},
+            "rows": frame.replace({np.nan: None}).to_dict(orient="records"),
+        }
+        common.write_results(NAME, payload, args.out_dir)
+    return common.write_results(NAME, payload, args.out_dir)
+
+
+def merge(paths: list[Path], out_dir: Path) -> Path:
+    """One result file from parts run with ``--datasets`` (same settings and truth)."""
+    import json
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    rows, seen = [], set()
+    for part in parts:
+        if part["settings"] != first["settings"] or part["truth"] != first["truth"]:
+            raise SystemExit("cannot merge: the parts were run with different settings")
+        for row in part["results"]["rows"]:
+            key = (row["dataset"], row["target"], row["estimator"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    frame = pd.DataFrame(rows)
+    diagnosis = next((p["fqe_diagnosis"] for p in parts if p.get("fqe_diagnosis", {}).get("rows")), None)
+    payload = {**first, "fqe_diagnosis": diagnosis, "parts": [p["machine"] for p in parts],
+               "results": {"overall": summarise(frame),
+                           "by_target": {n: summarise(g) for n, g in frame.groupby("target", sort=False)},
+                           "rows": rows}}
+    payload["settings"] = {**first["settings"], "n_datasets": int(frame["dataset"].nunique())}
+    return common.write_results(NAME, payload, out_dir)
+
+
+if __name__ == "__main__":
+    print(main())
