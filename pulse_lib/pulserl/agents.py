@@ -34,6 +34,9 @@ def quiet_d3rlpy() -> None:
 
 def fit_d3rlpy(algo: Any, dataset: Any, n_steps: int, n_steps_per_epoch: int | None = None) -> Any:
     """``algo.fit`` without logs on disk or progress bars; returns ``algo``."""
+    from pulse_lib.book import quiet_imports
+
+    quiet_imports()  # d3rlpy imports legacy gym, which prints an 'unmaintained' notice
     import d3rlpy
 
     algo.fit(dataset, n_steps=n_steps, n_steps_per_epoch=n_steps_per_epoch or n_steps,

@@ -330,6 +330,9 @@ def to_mdp_dataset(table: pd.DataFrame) -> Any:
     Rows are sorted by episode and step; ``done`` becomes the terminal flag, as the release
     marks the end of each user's logging window (no bootstrapping past it).
     """
+    from pulse_lib.book import quiet_imports
+
+    quiet_imports()  # d3rlpy imports legacy gym, which prints an 'unmaintained' notice
     import d3rlpy
 
     validate_table(table)
