@@ -44,10 +44,9 @@ def worker(backend: str, sizes: list[int], draws: int, chains: int, seed: int) -
     """Fit each table size in turn in this process; the first fit pays for compilation."""
     import logging
 
-    import arviz as az
     import numpy as np
 
-    from pulse_lib import channel_model as cm
+    from pulse_lib import bayes_compat as bc, channel_model as cm
     from pulse_lib.funnel import generate_funnel
 
     logging.getLogger("pymc").setLevel(logging.ERROR)
@@ -59,7 +58,7 @@ def worker(backend: str, sizes: list[int], draws: int, chains: int, seed: int) -
         idata = cm.fit_channel_model(frame, backend=backend, draws=draws, chains=chains, seed=seed)
         wall = time.perf_counter() - start
         cpu = _cpu_seconds() - cpu0
-        summary = az.summary(idata, var_names=list(cm.SUMMARY_VARS), kind="diagnostics")
+        summary = bc.summary(idata, var_names=list(cm.SUMMARY_VARS), kind="diagnostics")
         attrs = idata.posterior.attrs
         sampling = float(attrs["pulse_sampling_seconds"])
         ess_min = float(summary["ess_bulk"].min())

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from pulse_lib import bayes_compat as bc
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.funnel import ChannelParams, expected_clicks_given_impressions, expected_impressions, validate_funnel
 
@@ -155,8 +156,6 @@ def _fit_cmdstan(
     data: Mapping[str, Any], channels: Sequence[str], draws: int, tune: int, chains: int, seed: int,
     cores: int, progress: bool, cache: Path | None,
 ) -> Any:
-    import arviz as az
-
     start = time.perf_counter()
     model = compile_stan_model(cache=cache)
     compiled = time.perf_counter()
@@ -188,13 +187,14 @@ def _fit_cmdstan(
         kwargs = dict(log_likelihood=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        idata = az.from_cmdstanpy(fit, coords=coords, dims=dims, **kwargs)
-    drop = [v for v in ("impressions_rep", "clicks_rep", "log_lik") if v in idata.posterior]
+        idata = bc.from_cmdstanpy(fit, coords=coords, dims=dims, **kwargs)
+    post = bc.get_group(idata, "posterior")
+    drop = [v for v in ("impressions_rep", "clicks_rep", "log_lik") if v in post]
     if drop:  # empty arrays when predict = 0
-        idata.posterior = idata.posterior.drop_vars(drop)
+        bc.set_group(idata, "posterior", post.drop_vars(drop))
     if predict:
-        idata.posterior_predictive = idata.posterior_predictive.rename(
-            {"impressions_rep": "impressions", "clicks_rep": "clicks"})
+        bc.set_group(idata, "posterior_predictive", bc.get_group(idata, "posterior_predictive").rename(
+            {"impressions_rep": "impressions", "clicks_rep": "clicks"}))
     return idata, compiled - start, sampled - compiled
 
 
@@ -256,18 +256,17 @@ def _fit_pymc(
             idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
                                   progress_bar=progress, save_warmup=False)
             if predict:
-                pm.compute_log_likelihood(idata, progressbar=False)
+                bc.compute_log_likelihood(idata)
         else:
-            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
-                              progressbar=progress, idata_kwargs={"log_likelihood": predict},
-                              compute_convergence_checks=False)
+            idata = bc.pymc_sample(draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
+                                   progress=progress, log_likelihood=predict)
         if predict:
             pm.sample_posterior_predictive(idata, random_seed=seed, progressbar=False, extend_inferencedata=True)
     total = time.perf_counter() - start
     sampling_seconds = total - (0.0 if np.isnan(compile_seconds) else compile_seconds)
     if predict:
-        ll = idata.log_likelihood
-        idata.log_likelihood = (ll["impressions"] + ll["clicks"]).to_dataset(name="log_lik")
+        ll = bc.get_group(idata, "log_likelihood")
+        bc.set_group(idata, "log_likelihood", (ll["impressions"] + ll["clicks"]).to_dataset(name="log_lik"))
     return idata, compile_seconds, sampling_seconds
 
 
@@ -325,11 +324,11 @@ def fit_channel_model(
         totals["acquisitions_total"] = xr.DataArray(
             data["_acquisitions_total"], dims="channel", coords={"channel": list(channels)})
     totals_ds = xr.Dataset(totals)
-    if "constant_data" in idata.groups():
-        idata.constant_data = idata.constant_data.merge(totals_ds)
+    if bc.has_group(idata, "constant_data"):
+        bc.set_group(idata, "constant_data", bc.get_group(idata, "constant_data").merge(totals_ds))
     else:
-        idata.add_groups(constant_data=totals_ds)
-    idata.posterior.attrs.update({
+        bc.set_group(idata, "constant_data", totals_ds)
+    idata["posterior"].attrs.update({
         "pulse_backend": backend, "pulse_pooling": pooling,
         "pulse_compile_seconds": float(compile_s), "pulse_sampling_seconds": float(sample_s),
     })
@@ -340,7 +339,7 @@ def fit_channel_model(
 
 
 def _channels_of(idata: Any) -> tuple[str, ...]:
-    return tuple(str(c) for c in idata.posterior["channel"].values)
+    return tuple(str(c) for c in bc.get_group(idata, "posterior")["channel"].values)
 
 
 def posterior_params(idata: Any, seed: int = 0, max_draws: int | None = None) -> ChannelParams:
@@ -352,7 +351,7 @@ def posterior_params(idata: Any, seed: int = 0, max_draws: int | None = None) ->
     :data:`CONVERSION_PRIOR`; when the fitted table had no ``acquisitions`` column they are drawn
     from that prior alone (and a warning says so).
     """
-    post = idata.posterior
+    post = bc.get_group(idata, "posterior")
     missing = [v for v in SUMMARY_VARS if v not in post]
     if missing:
         raise SchemaError(f"the posterior lacks variable(s) {missing}; fit it with fit_channel_model")
@@ -367,7 +366,7 @@ def posterior_params(idata: Any, seed: int = 0, max_draws: int | None = None) ->
     channels = _channels_of(idata)
     rng = np.random.default_rng(seed)
     a0, b0 = CONVERSION_PRIOR
-    const = idata.constant_data if "constant_data" in idata.groups() else {}
+    const = bc.get_group(idata, "constant_data") if bc.has_group(idata, "constant_data") else {}
     if "acquisitions_total" in const and "clicks_total" in const:
         acq = const["acquisitions_total"].sel(channel=list(channels)).values.astype(float)
         clk = const["clicks_total"].sel(channel=list(channels)).values.astype(float)
@@ -508,7 +507,7 @@ def coverage_table(idata: Any, truth: ChannelParams, prob: float = 0.9) -> pd.Da
     the generating value. One row per (parameter, channel)."""
     if not 0 < prob < 1:
         raise ConfigError(f"prob must lie in (0, 1), got {prob}")
-    post = idata.posterior
+    post = bc.get_group(idata, "posterior")
     channels = _channels_of(idata)
     unknown = [c for c in channels if c not in truth.channels]
     if unknown:
@@ -536,11 +535,9 @@ def compare_posteriors(
     ``|mean_a - mean_b| <= z * that``; z = 4 keeps the chance of a false alarm across ~30
     parameters under 0.2% (normal tails).
     """
-    import arviz as az
-
     rows = []
-    # round_to="none": ArviZ rounds summaries for display by default, which would quantize z.
-    summaries = [az.summary(d, var_names=list(var_names), kind="all", round_to="none") for d in (idata_a, idata_b)]
+    # Not rounded: ArviZ rounds summaries for display by default, which would quantize z.
+    summaries = [bc.summary(d, var_names=list(var_names), kind="all") for d in (idata_a, idata_b)]
     for label in summaries[0].index:
         a, b = summaries[0].loc[label], summaries[1].loc[label]
         se = float(np.hypot(a["mcse_mean"], b["mcse_mean"]))

@@ -11,13 +11,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pulse_lib import channel_model as cm
+from pulse_lib import bayes_compat as bc, channel_model as cm
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.funnel import TRUE_PARAMS, ChannelParams, expected_impressions, generate_funnel, load_shipped_funnel
 
@@ -31,14 +30,14 @@ def _fake_idata(params: ChannelParams, n_chains: int = 2, n_draws: int = 50, acq
 
     post = {v: np.broadcast_to(np.asarray(getattr(params, v)), (n_chains, n_draws, params.n_channels)).copy()
             for v in cm.SUMMARY_VARS}
-    idata = az.from_dict(posterior=post, coords={"channel": list(params.channels)},
+    idata = bc.from_dict(posterior=post, coords={"channel": list(params.channels)},
                          dims={v: ["channel"] for v in cm.SUMMARY_VARS})
     const = {"clicks_total": xr.DataArray([1000, 2000, 500, 800][: params.n_channels], dims="channel",
                                           coords={"channel": list(params.channels)})}
     if acquisitions:
         const["acquisitions_total"] = xr.DataArray([50, 60, 10, 24][: params.n_channels], dims="channel",
                                                    coords={"channel": list(params.channels)})
-    idata.add_groups(constant_data=xr.Dataset(const))
+    bc.set_group(idata, "constant_data", xr.Dataset(const))
     return idata
 
 
@@ -82,7 +81,7 @@ def test_model_data_is_independent_of_row_order():
 
 
 def test_posterior_params_needs_the_model_variables():
-    idata = az.from_dict(posterior={"x": np.zeros((1, 5))})
+    idata = bc.from_dict(posterior={"x": np.zeros((1, 5))})
     with pytest.raises(SchemaError, match="lacks"):
         cm.posterior_params(idata)
 
@@ -206,7 +205,7 @@ def test_stan_recovers_the_generating_parameters(stan_fit, shipped):
     assert len(coverage) == 32
     assert coverage["covered"].sum() >= 25, coverage[~coverage["covered"]]
     assert int(stan_fit.sample_stats["diverging"].sum()) == 0
-    assert float(az.rhat(stan_fit, var_names=list(cm.SUMMARY_VARS)).to_array().max()) < 1.05
+    assert float(bc.rhat(stan_fit, var_names=list(cm.SUMMARY_VARS)).to_array().max()) < 1.05
 
 
 def test_stan_fit_feeds_the_simulator(stan_fit):

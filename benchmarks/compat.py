@@ -1,0 +1,283 @@
+"""Does the book still run as its readers' Python moves? A compatibility check on a fresh venv.
+
+Builds a virtual environment with another Python (3.12 by default, the Python of Colab),
+installs the newest releases ``pyproject.toml``'s ranges allow (``--set newest``; or the pinned
+CI set, ``--set pinned``; or the lower bounds, ``--set lowest``), installs the book from a
+clean copy of the committed tree, *non-editable*, the way a Colab reader does, then runs the
+unit tests (``-m "not book"``) and chapters 02, 03, 05, 07 and 10 (the Bayesian and offline-RL
+chapters) in the ``ci`` profile, from outside the copy (``PULSE_BOOK_ROOT`` points at it), so
+the installed package, not the source tree, is what runs. It writes what pip resolved and each
+outcome to ``benchmarks/results/compat.json``.
+
+    nice -n 10 python benchmarks/compat.py                 # Python 3.12, newest (30-60 min)
+    python benchmarks/compat.py --set pinned --python python3.11
+    python benchmarks/compat.py --quick --out /tmp/c.json  # smoke test: this interpreter, no
+                                                           # new venv, a few unit tests, no chapter
+
+Torch: pip on Python 3.12 resolves PyPI's default Linux wheel of torch, the CUDA build (plus
+the ``nvidia-*`` wheels); a CPU-only wheel would need PyTorch's own index. The result records
+which build was installed (``torch_cuda``) and pip's machine-wide constraints, if any.
+CmdStan is the one in ``~/.cmdstan`` (``python -m pulse_lib.stan install`` builds it once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ("02", "03", "05", "07", "10")
+#: Versions the report lists first (the rest of ``pip list`` is kept as one list).
+KEY_PACKAGES = (
+    "pulse-lib", "numpy", "scipy", "pandas", "pyarrow", "xarray", "matplotlib", "torch", "gymnasium",
+    "d3rlpy", "pymc", "pytensor", "arviz", "arviz-base", "arviz-stats", "arviz-plots", "nutpie",
+    "numba", "cmdstanpy", "scikit-learn", "papermill", "ipykernel", "setuptools", "pytest",
+)
+#: obp (Parts V) is installed as `make setup` does: without its outdated pins.
+OBP = "obp==0.5.7"
+SETS = ("newest", "pinned", "lowest")
+
+
+def find_python(name: str) -> str:
+    """An interpreter by name (``python3.12``) on PATH or under ~/.pyenv, else a clear error."""
+    found = shutil.which(name)
+    if found:
+        return found
+    version = name.removeprefix("python")
+    for base in sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}*"), reverse=True):
+        candidate = base / "bin" / name
+        if candidate.is_file():
+            return str(candidate)
+    raise SystemExit(f"cannot find {name} on PATH or under ~/.pyenv/versions; pass --python PATH")
+
+
+def run(cmd: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command, appending its output to ``log``; raise with the log's tail on failure."""
+    with log.open("a") as handle:
+        handle.write(f"\n$ {' '.join(cmd)}\n")
+        handle.flush()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+    if check and proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def source_info() -> dict[str, Any]:
+    """The commit the check ran on, and whether the worktree had uncommitted changes."""
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+                "commit_date": git("log", "-1", "--format=%cI"), "uncommitted_changes": bool(dirty)}
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"commit": None, "branch": None, "commit_date": None, "uncommitted_changes": None}
+
+
+def export_tree(target: Path) -> Path:
+    """A clean copy of the committed tree (``git archive HEAD``): what a fresh clone holds."""
+    archive = target.with_suffix(".tar")
+    with archive.open("wb") as handle:
+        subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, stdout=handle, check=True)
+    target.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    archive.unlink()
+    return target
+
+
+def install_commands(py: str, book: Path, which: str) -> list[list[str]]:
+    """The pip commands that build the environment for one package set."""
+    pip = [py, "-m", "pip", "install", "--progress-bar", "off"]
+    target = f"{book}[book,test]"
+    if which == "newest":
+        steps = [[*pip, "--upgrade", "--upgrade-strategy", "eager", target]]
+    elif which == "pinned":
+        steps = [[*pip, "-r", str(book / "requirements" / "ci.txt")], [*pip, target]]
+    else:
+        steps = [[*pip, "-r", str(book / "requirements" / "lowest.txt")], [*pip, target]]
+    return [[*pip, "--upgrade", "pip"], *steps, [*pip, "--no-deps", "--ignore-requires-python", OBP]]
+
+
+def probe(py: str, log: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """What the environment resolved: every distribution, the key ones, torch's build, pip check."""
+    out = subprocess.run([py, "-m", "pip", "list", "--format", "json"], cwd=cwd, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    versions = {d["name"].lower(): d["version"] for d in json.loads(out)}
+    code = ("import json, platform, pulse_lib, torch; "
+            "print(json.dumps({'python': platform.python_version(), 'pulse_lib': pulse_lib.__file__, "
+            "'torch_cuda': torch.version.cuda}))")
+    info = json.loads(subprocess.run([py, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1])
+    check = subprocess.run([py, "-m", "pip", "check"], cwd=cwd, env=env, capture_output=True, text=True)
+    config = subprocess.run([py, "-m", "pip", "config", "list"], cwd=cwd, env=env, capture_output=True,
+                            text=True).stdout
+    constraints = [line.split("=", 1)[1].strip("'") for line in config.splitlines() if ".constraint=" in line]
+    pinned = []
+    for path in constraints:
+        try:
+            pinned += [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        except OSError:
+            pass
+    return {
+        "python": info["python"],
+        "pulse_lib_imported_from": info["pulse_lib"],
+        "torch_cuda": info["torch_cuda"],
+        "torch_build": "CPU-only wheel" if info["torch_cuda"] is None else f"CUDA {info['torch_cuda']} wheel (PyPI default)",
+        "pip_machine_constraints": pinned,
+        # obp is installed without its (outdated) pins on purpose: its complaints are left out.
+        "pip_check": [ln for ln in (check.stdout.strip() or check.stderr.strip()).splitlines()
+                      if not ln.startswith("obp ")][:20],
+        "key_packages": {name: versions.get(name) for name in KEY_PACKAGES},
+        "all_packages": sorted(f"{k}=={v}" for k, v in versions.items()),
+    }
+
+
+def unit_tests(py: str, book: Path, log: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """Run the unit tests of the copy with the installed package; count the outcomes."""
+    junit = log.parent / "junit.xml"
+    # `python -m pytest` would put the working directory (the copy, with its pulse_lib/) first on
+    # sys.path; the pytest script does not, so the tests import the installed package.
+    script = Path(py).parent / "pytest"
+    launcher = [str(script)] if script.is_file() else [py, "-m", "pytest"]
+    cmd = [*launcher, "-q", "-p", "no:cacheprovider", "-m", "not book", f"--junitxml={junit}", *args.pytest_args]
+    start = time.perf_counter()
+    proc = run(cmd, log, cwd=book, env=env, check=False)
+    seconds = time.perf_counter() - start
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    failed: list[str] = []
+    if junit.is_file():
+        suite = ET.parse(junit).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        for key in counts:
+            counts[key] = int(suite.get(key, 0))
+        for case in suite.iter("testcase"):
+            for bad in list(case.findall("failure")) + list(case.findall("error")):
+                message = (bad.get("message") or "").splitlines()[0][:200] if bad.get("message") else ""
+                failed.append(f"{case.get('classname')}::{case.get('name')}: {message}")
+    return {
+        "command": " ".join(["pytest", *cmd[len(launcher):]]).replace(str(junit), "junit.xml"),
+        "status": "ok" if proc.returncode == 0 else "failed",
+        "exit_code": proc.returncode,
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "failed": counts["failures"] + counts["errors"],
+        "skipped": counts["skipped"],
+        "failures": failed[:30],
+        "seconds": round(seconds, 1),
+    }
+
+
+DRIVER = """
+import json, sys
+from pulse_lib.runner import run_chapters
+results = run_chapters(sys.argv[2:], profile="ci", jobs=1, force=True)
+with open(sys.argv[1], "w") as handle:
+    json.dump([r.__dict__ for r in results], handle)
+"""
+
+
+def chapters(py: str, work: Path, log: Path, env: dict[str, str], names: list[str]) -> dict[str, Any]:
+    """Execute chapters with the installed runner (from outside the copy); one outcome each."""
+    out = work / "chapters.json"
+    out.unlink(missing_ok=True)
+    proc = run([py, "-c", DRIVER, str(out), *names], log, cwd=work, env=env, check=False)
+    if not out.is_file():
+        return {name: {"status": "failed", "seconds": None, "detail": f"runner exited {proc.returncode} (see log)"}
+                for name in names}
+    return {r["chapter"]: {"status": r["status"], "seconds": round(r["seconds"], 1),
+                           **({"detail": r["detail"][:400]} if r["detail"] else {})}
+            for r in json.loads(out.read_text())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default="python3.12", help="interpreter of the new venv (name or path)")
+    parser.add_argument("--set", dest="which", choices=SETS, default="newest", help="which package versions")
+    parser.add_argument("--chapters", nargs="*", default=list(CHAPTERS), help="chapters to execute (ci profile)")
+    parser.add_argument("--venv", type=Path, default=None, help="where to build the venv (default: a cache dir)")
+    parser.add_argument("--reuse-venv", action="store_true", help="install into an existing venv")
+    parser.add_argument("--pytest-args", nargs="*", default=[], help="extra pytest arguments")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: this interpreter, no install, a few unit tests, no chapter")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "compat.json")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    src = source_info()
+    work = Path(tempfile.mkdtemp(prefix="pulse-compat-"))
+    log = work / "compat.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PULSE_TORCH_THREADS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+           "PYTHONHASHSEED": "0"}
+    env.pop("PYTHONPATH", None)  # nothing but the installed package
+    install_seconds = 0.0
+    if args.quick:
+        py, book = sys.executable, ROOT
+        names: list[str] = []
+        args.pytest_args = ["tests/test_bayes_compat.py", "-k", "summary or containers or hdi", *args.pytest_args]
+        env["PULSE_BOOK_ROOT"] = str(ROOT)
+        env["PYTHONPATH"] = str(ROOT)  # this checkout, whether or not it is installed
+    else:
+        interpreter = args.python if os.sep in args.python else find_python(args.python)
+        venv = args.venv or Path.home() / ".cache" / "pulse_lib" / "compat" / f"{Path(interpreter).name}-{args.which}"
+        book = export_tree(work / "rl-marketing-book")
+        env["PULSE_BOOK_ROOT"] = str(book)
+        if venv.exists() and not args.reuse_venv:
+            shutil.rmtree(venv)
+        if not venv.exists():
+            run([interpreter, "-m", "venv", str(venv)], log)
+        py = str(venv / "bin" / "python")
+        print(f"installing the {args.which} set into {venv} (log: {log}) ...", flush=True)
+        t0 = time.perf_counter()
+        for cmd in install_commands(py, book, args.which):
+            run(cmd, log, cwd=work, env=env)
+        install_seconds = time.perf_counter() - t0
+        # papermill's kernel "python3" must be this venv's Python, whatever kernels the user has.
+        run([py, "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "python3"], log, env=env)
+        env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
+        names = list(args.chapters)
+    resolved = probe(py, log, work, env)
+    print(f"resolved: {json.dumps(resolved['key_packages'])}", flush=True)
+    tests = unit_tests(py, book, log, env, args)
+    print(f"unit tests: {tests['status']} ({tests['passed']} passed, {tests['failed']} failed, "
+          f"{tests['skipped']} skipped, {tests['seconds']} s)", flush=True)
+    ran = chapters(py, work, log, env, names) if names else {}
+    for name, outcome in ran.items():
+        print(f"chapter {name}: {outcome['status']} {outcome['seconds']} s", flush=True)
+    ok = tests["status"] == "ok" and all(o["status"] == "ok" for o in ran.values())
+    payload = {
+        "benchmark": "compat",
+        "machine": machine_info(),
+        "settings": {"python": args.python if not args.quick else sys.executable, "set": args.which,
+                     "profile": "ci", "chapters": " ".join(names), "quick": args.quick,
+                     "install": "non-editable `pip install <copy>[book,test]` of `git archive HEAD`"
+                                + (", obp without its pins" if not args.quick else " (quick: not installed)")},
+        "source": src,
+        "environment": resolved,
+        "results": {"outcome": "pass" if ok else "fail", "install_seconds": round(install_seconds, 1),
+                    "total_seconds": round(time.perf_counter() - start, 1), "unit_tests": tests,
+                    "chapters": ran},
+    }
+    print(f"wrote {write_json(args.out, payload)}; outcome {payload['results']['outcome']}; log {log}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
