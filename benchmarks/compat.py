@@ -207,6 +207,23 @@ def chapters(py: str, work: Path, log: Path, env: dict[str, str], names: list[st
             for r in json.loads(out.read_text())}
 
 
+def wait_for_cmdstan(py: str, env: dict[str, str], seconds: float) -> str:
+    """The complete CmdStan the chapters will use; waits while another process is building it.
+
+    Never starts a build itself: two CmdStan builds at once would stall a small machine.
+    """
+    code = "from pulse_lib.stan import find_existing; print(find_existing() or '')"
+    deadline = time.monotonic() + seconds
+    while True:
+        found = subprocess.run([py, "-c", code], env=env, capture_output=True, text=True).stdout.strip()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise SystemExit("no complete CmdStan found: run `python -m pulse_lib.stan install` first")
+        print("waiting for a complete CmdStan (being built elsewhere?) ...", flush=True)
+        time.sleep(30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default="python3.12", help="interpreter of the new venv (name or path)")
@@ -214,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapters", nargs="*", default=list(CHAPTERS), help="chapters to execute (ci profile)")
     parser.add_argument("--venv", type=Path, default=None, help="where to build the venv (default: a cache dir)")
     parser.add_argument("--reuse-venv", action="store_true", help="install into an existing venv")
+    parser.add_argument("--wait-cmdstan", type=float, default=1800,
+                        help="seconds to wait for a CmdStan another process is building")
     parser.add_argument("--pytest-args", nargs="*", default=[], help="extra pytest arguments")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: this interpreter, no install, a few unit tests, no chapter")
@@ -253,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         run([py, "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "python3"], log, env=env)
         env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
         names = list(args.chapters)
+        wait_for_cmdstan(py, env, args.wait_cmdstan)
     resolved = probe(py, log, work, env)
     print(f"resolved: {json.dumps(resolved['key_packages'])}", flush=True)
     tests = unit_tests(py, book, log, env, args)
