@@ -53,16 +53,19 @@ SETS = ("newest", "pinned", "lowest")
 
 
 def find_python(name: str) -> str:
-    """An interpreter by name (``python3.12``) on PATH or under ~/.pyenv, else a clear error."""
-    found = shutil.which(name)
-    if found:
-        return found
+    """An interpreter by name (``python3.12``) that runs: on PATH (a pyenv shim may not), in
+    /usr/bin, or under ~/.pyenv/versions; else a clear error."""
     version = name.removeprefix("python")
-    for base in sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}*"), reverse=True):
-        candidate = base / "bin" / name
-        if candidate.is_file():
-            return str(candidate)
-    raise SystemExit(f"cannot find {name} on PATH or under ~/.pyenv/versions; pass --python PATH")
+    candidates = [shutil.which(name), f"/usr/bin/{name}", f"/usr/local/bin/{name}"]
+    candidates += [str(base / "bin" / name)
+                   for base in sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}*"), reverse=True)]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            ok = subprocess.run([candidate, "-c", "import venv, ensurepip"], capture_output=True)
+            if ok.returncode == 0:
+                return candidate
+    raise SystemExit(f"cannot find a working {name} on PATH, in /usr/bin or under ~/.pyenv/versions; "
+                     "pass --python PATH")
 
 
 def run(cmd: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
