@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# machine.py writes with pulse_lib.io: importable from this checkout without installing it
+# (the CI job runs this script with a bare Python plus numpy).
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
 
