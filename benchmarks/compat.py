@@ -133,6 +133,12 @@ def probe(py: str, log: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
             "'torch_cuda': torch.version.cuda}))")
     info = json.loads(subprocess.run([py, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
                                      check=True).stdout.strip().splitlines()[-1])
+    # A Colab reader who skips PULSE_BOOK_ROOT: does the installed package find the copy it was
+    # installed from (pip's direct_url.json)? Run from outside the copy, without the variable.
+    bare = {k: v for k, v in env.items() if k != "PULSE_BOOK_ROOT"}
+    found = subprocess.run([py, "-c", "from pulse_lib import book; print(book.repo_root())"], cwd=cwd,
+                           env=bare, capture_output=True, text=True)
+    root_found = found.stdout.strip() if found.returncode == 0 else f"error: {found.stderr.strip()[-300:]}"
     check = subprocess.run([py, "-m", "pip", "check"], cwd=cwd, env=env, capture_output=True, text=True)
     config = subprocess.run([py, "-m", "pip", "config", "list"], cwd=cwd, env=env, capture_output=True,
                             text=True).stdout
@@ -149,6 +155,7 @@ def probe(py: str, log: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
         "torch_cuda": info["torch_cuda"],
         "torch_build": "CPU-only wheel" if info["torch_cuda"] is None else f"CUDA {info['torch_cuda']} wheel (PyPI default)",
         "pip_machine_constraints": pinned,
+        "repo_root_without_PULSE_BOOK_ROOT": root_found,
         # obp is installed without its (outdated) pins on purpose: its complaints are left out.
         "pip_check": [ln for ln in (check.stdout.strip() or check.stderr.strip()).splitlines()
                       if not ln.startswith("obp ")][:20],
