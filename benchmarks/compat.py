@@ -23,6 +23,7 @@ CmdStan is the one in ``~/.cmdstan`` (``python -m pulse_lib.stan install`` build
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -120,7 +121,9 @@ def install_commands(py: str, book: Path, which: str) -> list[list[str]]:
         steps = [[*pip, "-r", str(book / "requirements" / "ci.txt")], [*pip, target]]
     else:
         steps = [[*pip, "-r", str(book / "requirements" / "lowest.txt")], [*pip, target]]
-    return [[*pip, "--upgrade", "pip"], *steps, [*pip, "--no-deps", "--ignore-requires-python", OBP]]
+    # the book itself again, from this copy: a reused venv must not keep an older build of it
+    again = [*pip, "--no-deps", "--force-reinstall", str(book)]
+    return [[*pip, "--upgrade", "pip"], *steps, again, [*pip, "--no-deps", "--ignore-requires-python", OBP]]
 
 
 def probe(py: str, log: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -201,17 +204,17 @@ def unit_tests(py: str, book: Path, log: Path, env: dict[str, str], args: argpar
 DRIVER = """
 import json, sys
 from pulse_lib.runner import run_chapters
-results = run_chapters(sys.argv[2:], profile="ci", jobs=1, force=True)
+results = run_chapters(sys.argv[3:], profile="ci", jobs=int(sys.argv[2]), force=True)
 with open(sys.argv[1], "w") as handle:
     json.dump([r.__dict__ for r in results], handle)
 """
 
 
-def chapters(py: str, work: Path, log: Path, env: dict[str, str], names: list[str]) -> dict[str, Any]:
+def chapters(py: str, work: Path, log: Path, env: dict[str, str], names: list[str], jobs: int) -> dict[str, Any]:
     """Execute chapters with the installed runner (from outside the copy); one outcome each."""
     out = work / "chapters.json"
     out.unlink(missing_ok=True)
-    proc = run([py, "-c", DRIVER, str(out), *names], log, cwd=work, env=env, check=False)
+    proc = run([py, "-c", DRIVER, str(out), str(jobs), *names], log, cwd=work, env=env, check=False)
     if not out.is_file():
         return {name: {"status": "failed", "seconds": None, "detail": f"runner exited {proc.returncode} (see log)"}
                 for name in names}
@@ -243,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="which", choices=SETS, default="newest", help="which package versions")
     parser.add_argument("--chapters", nargs="*", default=list(CHAPTERS), help="chapters to execute (ci profile)")
     parser.add_argument("--venv", type=Path, default=None, help="where to build the venv (default: a cache dir)")
+    parser.add_argument("--jobs", type=int, default=2, help="chapters executed at once")
+    parser.add_argument("--serial", action="store_true", help="unit tests first, then chapters (default: side by side)")
     parser.add_argument("--reuse-venv", action="store_true", help="install into an existing venv")
     parser.add_argument("--wait-cmdstan", type=float, default=1800,
                         help="seconds to wait for a CmdStan another process is building")
@@ -288,10 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_cmdstan(py, env, args.wait_cmdstan)
     resolved = probe(py, log, work, env)
     print(f"resolved: {json.dumps(resolved['key_packages'])}", flush=True)
-    tests = unit_tests(py, book, log, env, args)
-    print(f"unit tests: {tests['status']} ({tests['passed']} passed, {tests['failed']} failed, "
-          f"{tests['skipped']} skipped, {tests['seconds']} s)", flush=True)
-    ran = chapters(py, work, log, env, names) if names else {}
+    # The unit tests and the chapters are independent: side by side unless --serial.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1 if args.serial else 2) as pool:
+        tests_job = pool.submit(unit_tests, py, book, work / "tests.log", env, args)
+        chapters_job = (pool.submit(chapters, py, work, work / "chapters.log", env, names, args.jobs)
+                        if names else None)
+        tests = tests_job.result()
+        print(f"unit tests: {tests['status']} ({tests['passed']} passed, {tests['failed']} failed, "
+              f"{tests['skipped']} skipped, {tests['seconds']} s)", flush=True)
+        ran = chapters_job.result() if chapters_job else {}
     for name, outcome in ran.items():
         print(f"chapter {name}: {outcome['status']} {outcome['seconds']} s", flush=True)
     ok = tests["status"] == "ok" and all(o["status"] == "ok" for o in ran.values())
@@ -299,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "compat",
         "machine": machine_info(),
         "settings": {"python": args.python if not args.quick else sys.executable, "set": args.which,
-                     "profile": "ci", "chapters": " ".join(names), "quick": args.quick,
+                     "profile": "ci", "chapters": " ".join(names), "chapter_jobs": args.jobs,
+                     "tests_beside_chapters": not args.serial, "quick": args.quick,
                      "install": "non-editable `pip install <copy>[book,test]` of `git archive HEAD`"
                                 + (", obp without its pins" if not args.quick else " (quick: not installed)")},
         "source": src,
@@ -308,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                     "total_seconds": round(time.perf_counter() - start, 1), "unit_tests": tests,
                     "chapters": ran},
     }
-    print(f"wrote {write_json(args.out, payload)}; outcome {payload['results']['outcome']}; log {log}")
+    print(f"wrote {write_json(args.out, payload)}; outcome {payload['results']['outcome']}; logs in {work}")
     return 0 if ok else 1
 
 

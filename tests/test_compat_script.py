@@ -24,6 +24,7 @@ def test_install_plans_are_non_editable_and_follow_the_set(tmp_path):
         assert all("-e" not in cmd for cmd in plan), "the book must be installed non-editable"
         assert any(cmd.endswith(f"{book}[book,test]") for cmd in flat)
         assert flat[-1].endswith("--no-deps --ignore-requires-python obp==0.5.7")
+        assert flat[-2].endswith(f"--no-deps --force-reinstall {book}")  # a reused venv gets this copy
     newest = compat.install_commands("py", book, "newest")[1]
     assert "--upgrade-strategy" in newest and "eager" in newest and "-r" not in newest
     assert str(book / "requirements" / "ci.txt") in " ".join(compat.install_commands("py", book, "pinned")[1])
