@@ -45,6 +45,8 @@ from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ("02", "03", "05", "07", "10")
+#: Chapters that fit a Stan model (they need CmdStan).
+STAN_CHAPTERS = ("02", "03", "04", "05")
 #: Versions the report lists first (the rest of ``pip list`` is kept as one list).
 KEY_PACKAGES = (
     "pulse-lib", "numpy", "scipy", "pandas", "pyarrow", "xarray", "matplotlib", "torch", "gymnasium",
@@ -212,7 +214,7 @@ with open(sys.argv[1], "w") as handle:
 
 def chapters(py: str, work: Path, log: Path, env: dict[str, str], names: list[str], jobs: int) -> dict[str, Any]:
     """Execute chapters with the installed runner (from outside the copy); one outcome each."""
-    out = work / "chapters.json"
+    out = work / f"chapters-{'-'.join(names)}.json"
     out.unlink(missing_ok=True)
     proc = run([py, "-c", DRIVER, str(out), str(jobs), *names], log, cwd=work, env=env, check=False)
     if not out.is_file():
@@ -290,18 +292,34 @@ def main(argv: list[str] | None = None) -> int:
         run([py, "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "python3"], log, env=env)
         env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
         names = list(args.chapters)
-        wait_for_cmdstan(py, env, args.wait_cmdstan)
     resolved = probe(py, log, work, env)
     print(f"resolved: {json.dumps(resolved['key_packages'])}", flush=True)
-    # The unit tests and the chapters are independent: side by side unless --serial.
+    # The unit tests and the chapters are independent: side by side unless --serial. The
+    # chapters without Stan start at once; the unit tests and the Stan chapters wait for a
+    # complete CmdStan (never building a second one beside another build).
+    stan_free = [n for n in names if n not in STAN_CHAPTERS]
+    with_stan = [n for n in names if n in STAN_CHAPTERS]
+
+    def stan_part() -> tuple[dict[str, Any], dict[str, Any]]:
+        if not args.quick:
+            wait_for_cmdstan(py, env, args.wait_cmdstan)
+        if args.serial or not with_stan:
+            result = unit_tests(py, book, work / "tests.log", env, args)
+            return result, chapters(py, work, work / "chapters-stan.log", env, with_stan, args.jobs) if with_stan else {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as inner:
+            job = inner.submit(chapters, py, work, work / "chapters-stan.log", env, with_stan, args.jobs)
+            result = unit_tests(py, book, work / "tests.log", env, args)
+            return result, job.result()
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1 if args.serial else 2) as pool:
-        tests_job = pool.submit(unit_tests, py, book, work / "tests.log", env, args)
-        chapters_job = (pool.submit(chapters, py, work, work / "chapters.log", env, names, args.jobs)
-                        if names else None)
-        tests = tests_job.result()
+        free_job = (pool.submit(chapters, py, work, work / "chapters-free.log", env, stan_free, 1)
+                    if stan_free else None)
+        tests, ran = pool.submit(stan_part).result()
         print(f"unit tests: {tests['status']} ({tests['passed']} passed, {tests['failed']} failed, "
               f"{tests['skipped']} skipped, {tests['seconds']} s)", flush=True)
-        ran = chapters_job.result() if chapters_job else {}
+        if free_job:
+            ran = {**free_job.result(), **ran}
+    ran = {name: ran[name] for name in sorted(ran)}
     for name, outcome in ran.items():
         print(f"chapter {name}: {outcome['status']} {outcome['seconds']} s", flush=True)
     ok = tests["status"] == "ok" and all(o["status"] == "ok" for o in ran.values())
