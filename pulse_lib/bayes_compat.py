@@ -8,9 +8,10 @@ functions here instead of branching on versions:
 
 * containers: :func:`from_dict`, :func:`from_cmdstanpy`, :func:`group_names`,
   :func:`has_group`, :func:`get_group` (always an ``xarray.Dataset``), :func:`set_group`;
+* files: :func:`to_netcdf`, :func:`from_netcdf`;
 * statistics: :func:`summary` (the same columns on both stacks: ``mean``, ``sd``,
   ``hdi_3%``/``hdi_97%`` (named after ``hdi_prob``), ``mcse_mean``, ``mcse_sd``, ``ess_bulk``,
-  ``ess_tail``, ``r_hat``), :func:`rhat`, :func:`bfmi` (a NumPy array, one value per chain),
+  ``ess_tail``, ``r_hat``), :func:`rhat`, :func:`ess`, :func:`bfmi` (a NumPy array, one value per chain),
   :func:`hdi` (plain NumPy);
 * plots: :func:`plot_energy`, :func:`plot_trace` (ArviZ's own, with the keyword each version
   wants for the figure size) and :func:`plot_forest` (drawn here with matplotlib on a given
@@ -39,8 +40,8 @@ import pandas as pd
 from pulse_lib.errors import ConfigError, SchemaError
 
 __all__ = [
-    "ARVIZ_1", "PYMC_6", "SUMMARY_COLUMNS", "bfmi", "compute_log_likelihood", "find_map",
-    "from_cmdstanpy", "from_dict", "get_group", "group_names", "has_group", "hdi", "major_version",
+    "ARVIZ_1", "PYMC_6", "SUMMARY_COLUMNS", "bfmi", "compute_log_likelihood", "ess", "find_map",
+    "from_cmdstanpy", "from_dict", "from_netcdf", "to_netcdf", "get_group", "group_names", "has_group", "hdi", "major_version",
     "plot_energy", "plot_forest", "plot_trace", "pymc_sample", "rhat", "set_group", "summary",
     "versions",
 ]
@@ -219,6 +220,29 @@ def rhat(data: Any, var_names: Sequence[str] | None = None) -> Any:
 
     result = az.rhat(data, var_names=list(var_names) if var_names is not None else None)
     return result.to_dataset() if _is_datatree(result) else result
+
+
+def ess(data: Any, var_names: Sequence[str] | None = None, method: str = "bulk") -> Any:
+    """Effective sample size per variable (``method`` "bulk" or "tail"), as an ``xarray.Dataset``."""
+    import arviz as az
+
+    if method not in ("bulk", "tail"):
+        raise ConfigError(f"unknown ESS method {method!r}; choose 'bulk' or 'tail'")
+    result = az.ess(data, var_names=list(var_names) if var_names is not None else None, method=method)
+    return result.to_dataset() if _is_datatree(result) else result
+
+
+def from_netcdf(path: Any) -> Any:
+    """Read a file written by :func:`to_netcdf`, loaded into memory (the file can be replaced)."""
+    import arviz as az
+
+    data = az.from_netcdf(str(path))
+    return data.load() if hasattr(data, "load") else data
+
+
+def to_netcdf(data: Any, path: Any) -> None:
+    """Write an InferenceData / DataTree to a NetCDF file (every group)."""
+    data.to_netcdf(str(path))
 
 
 def bfmi(data: Any) -> np.ndarray:

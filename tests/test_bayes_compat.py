@@ -117,6 +117,28 @@ def test_rhat_flags_chains_that_disagree():
     assert list(bc.rhat(data, var_names=["good"]).data_vars) == ["good"]
 
 
+def test_ess_and_a_netcdf_round_trip(tmp_path):
+    data = _data()
+    bulk, tail = bc.ess(data, var_names=["x"]), bc.ess(data, var_names=["x"], method="tail")
+    assert isinstance(bulk, xr.Dataset) and bulk["x"].dims == ("channel",)
+    frame = bc.summary(data, var_names=["x"], kind="diagnostics")
+    np.testing.assert_allclose(bulk["x"].values, frame["ess_bulk"], rtol=1e-6)
+    np.testing.assert_allclose(tail["x"].values, frame["ess_tail"], rtol=1e-6)
+    with pytest.raises(ConfigError, match="ESS method"):
+        bc.ess(data, method="median")
+    path = tmp_path / "fit.nc"
+    bc.set_group(data, "constant_data", xr.Dataset({"total": ("channel", [1, 2, 3])}, coords={"channel": CHANNELS}))
+    bc.get_group(data, "posterior")  # attrs survive the trip
+    data["posterior"].attrs["pulse_backend"] = "cmdstan"
+    bc.to_netcdf(data, path)
+    back = bc.from_netcdf(path)
+    path.unlink()  # loaded into memory: the file is no longer needed
+    assert bc.group_names(back) == bc.group_names(data)
+    np.testing.assert_array_equal(bc.get_group(back, "posterior")["x"].values,
+                                  bc.get_group(data, "posterior")["x"].values)
+    assert back["posterior"].attrs["pulse_backend"] == "cmdstan"
+
+
 def test_bfmi_is_one_number_per_chain_and_matches_its_formula():
     data = _data()
     energy = bc.get_group(data, "sample_stats")["energy"].values
