@@ -380,9 +380,9 @@ def pymc_sample(
 def find_map(seed: int = 0, model: Any = None, **kwargs: Any) -> dict[str, np.ndarray]:
     """``pm.find_MAP`` as a dict of point estimates, seeded the way the installed PyMC spells it.
 
-    PyMC 5 takes ``seed``; PyMC 6 takes ``random_seed`` (and warns on ``seed``) and announces
-    that the result will become an InferenceData and the start point jittered: this asks for
-    today's behaviour (a dict, no jitter) where those switches exist.
+    PyMC 5 takes ``seed``; PyMC 6 takes ``random_seed`` (and warns on ``seed``), warns that
+    the result becomes an InferenceData (so it is asked for one here and turned into the dict)
+    and that the start point will be jittered (so ``jitter=False`` keeps today's behaviour).
     """
     import pymc as pm
 
@@ -390,11 +390,16 @@ def find_map(seed: int = 0, model: Any = None, **kwargs: Any) -> dict[str, np.nd
     options: dict[str, Any] = {"progressbar": False, "model": model, **kwargs}
     options["random_seed" if "random_seed" in params else "seed"] = seed
     if "return_inferencedata" in params:
-        options.setdefault("return_inferencedata", False)
+        options.setdefault("return_inferencedata", True)
     if "jitter" in params:
         options.setdefault("jitter", False)
     result = pm.find_MAP(**options)
-    if not isinstance(result, dict):  # a future PyMC that only returns a container
-        post = get_group(result, "posterior")
-        return {name: np.asarray(post[name].values).reshape(post[name].shape[2:]) for name in post.data_vars}
-    return result
+    if isinstance(result, dict):
+        return result
+    post = get_group(result, "posterior")
+    out = {}
+    for name in post.data_vars:
+        values = post[name]
+        values = values.isel({d: 0 for d in ("chain", "draw") if d in values.dims})
+        out[str(name)] = np.asarray(values.values)
+    return out
