@@ -242,6 +242,34 @@ def wait_for_cmdstan(py: str, env: dict[str, str], seconds: float) -> str:
         time.sleep(30)
 
 
+def harvest(work: Path, names: list[str]) -> dict[str, Any]:
+    """Chapter outcomes a run left in its work directory, finished or not (for --report-from).
+
+    A finished group of chapters left ``chapters-*.json``; a chapter that succeeded in a group
+    still running left its executed copy (with its time) in ``_build/executed``; anything else
+    is reported as not finished.
+    """
+    import nbformat
+
+    found: dict[str, Any] = {}
+    for path in sorted(work.glob("chapters-*.json")):
+        for r in json.loads(path.read_text()):
+            found[r["chapter"]] = {"status": r["status"], "seconds": round(r["seconds"], 1),
+                                   **({"detail": r["detail"][:400]} if r["detail"] else {})}
+    executed = work / "rl-marketing-book" / "_build" / "executed" / "chapters"
+    for name in names:
+        if any(key.startswith(name) for key in found):
+            continue
+        done = sorted(executed.glob(f"{name}_*.ipynb")) if executed.is_dir() else []
+        if done:
+            meta = nbformat.read(done[0], as_version=4).metadata.get("pulse_book", {})
+            found[done[0].stem] = {"status": "ok", "seconds": meta.get("seconds")}
+        else:
+            found[name] = {"status": "not finished", "seconds": None,
+                           "detail": "the run was stopped before this chapter finished (time limit)"}
+    return {name: found[name] for name in sorted(found)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default="python3.12", help="interpreter of the new venv (name or path)")
@@ -257,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: this interpreter, no install, a few unit tests, no chapter")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "compat.json")
+    parser.add_argument("--report-from", type=Path, default=None,
+                        help="write the result from a (stopped) run's work directory, as far as it got")
+    parser.add_argument("--source-commit", default=None, help="with --report-from: the commit that run copied")
     args = parser.parse_args(argv)
+    if args.report_from is not None:
+        return report_from(args)
 
     start = time.perf_counter()
     src = source_info()
@@ -339,6 +372,56 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"wrote {write_json(args.out, payload)}; outcome {payload['results']['outcome']}; logs in {work}")
     return 0 if ok else 1
+
+
+def report_from(args: argparse.Namespace) -> int:
+    """``--report-from WORK``: the versions of the run's venv and the outcomes it reached."""
+    work = args.report_from
+    interpreter = args.python if os.sep in args.python else find_python(args.python)
+    venv = args.venv or Path.home() / ".cache" / "pulse_lib" / "compat" / f"{Path(interpreter).name}-{args.which}"
+    py = str(venv / "bin" / "python")
+    env = {**os.environ, "PULSE_BOOK_ROOT": str(work / "rl-marketing-book")}
+    env.pop("PYTHONPATH", None)
+    resolved = probe(py, work / "report.log", work, env)
+    src = source_info()
+    if args.source_commit:
+        full = git("rev-parse", args.source_commit)
+        src = {"commit": full, "branch": src["branch"], "commit_date": git("log", "-1", "--format=%cI", full),
+               "uncommitted_changes": False}
+    junit = work / "junit.xml"
+    if junit.is_file():
+        tests = unit_tests_from_junit(junit)
+    else:
+        tests = {"status": "not finished", "detail": "stopped before the unit tests finished (time limit)"}
+    ran = harvest(work, list(args.chapters))
+    finished = tests.get("status") != "not finished" and all(o["status"] != "not finished" for o in ran.values())
+    ok = tests.get("status") == "ok" and all(o["status"] == "ok" for o in ran.values())
+    payload = {
+        "benchmark": "compat",
+        "machine": machine_info(),
+        "settings": {"python": args.python, "set": args.which, "profile": "ci", "chapters": " ".join(args.chapters),
+                     "install": "non-editable `pip install <copy>[book,test]` of `git archive HEAD`, obp without its pins",
+                     "reported_from_a_stopped_run": not finished},
+        "source": src,
+        "environment": resolved,
+        "results": {"outcome": ("pass" if ok else "fail") if finished else "incomplete",
+                    "unit_tests": tests, "chapters": ran},
+    }
+    print(f"wrote {write_json(args.out, payload)}; outcome {payload['results']['outcome']}")
+    return 0
+
+
+def unit_tests_from_junit(junit: Path) -> dict[str, Any]:
+    """Counts and failures from a pytest JUnit XML file."""
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    failed = [f"{case.get('classname')}::{case.get('name')}"
+              for case in suite.iter("testcase") if case.find("failure") is not None or case.find("error") is not None]
+    bad = counts["failures"] + counts["errors"]
+    return {"status": "ok" if bad == 0 else "failed", "passed": counts["tests"] - bad - counts["skipped"],
+            "failed": bad, "skipped": counts["skipped"], "failures": failed[:30],
+            "seconds": round(float(suite.get("time", 0)), 1)}
 
 
 if __name__ == "__main__":
