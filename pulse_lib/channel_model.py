@@ -47,6 +47,12 @@ COEFFICIENTS: tuple[str, ...] = (
     "imp_alpha", "imp_spend", "imp_holiday", "clk_alpha", "clk_impressions", "clk_holiday",
 )
 
+#: The coefficients partial pooling shares across channels (the intercepts keep their fixed
+#: prior; see the Stan program's header).
+POOLED_COEFFICIENTS: tuple[str, ...] = (
+    "imp_spend", "imp_holiday", "clk_impressions", "clk_holiday",
+)
+
 #: Weakly-informative priors, shared by the Stan and PyMC models. Each coefficient gets
 #: normal(loc, scale) (no pooling) or is the population mean's prior (partial pooling, where
 #: the population spread gets half-normal(0, tau)). Predictors are centred per channel, so
@@ -154,6 +160,8 @@ def model_data(
         "x_imp_mean": x_imp_mean,
         "spend_pos": spend_pos.astype(np.int64),
         "pooled": int(pooling == "partial"),
+        "P": len(POOLED_COEFFICIENTS),
+        "pooled_index": np.array([COEFFICIENTS.index(c) + 1 for c in POOLED_COEFFICIENTS]),
         "predict": int(bool(predict)),
         "prior_loc": np.array([PRIORS[c]["loc"] for c in COEFFICIENTS]),
         "prior_scale": np.array([PRIORS[c]["scale"] for c in COEFFICIENTS]),
@@ -222,10 +230,11 @@ def _fit_cmdstan(
         logger.setLevel(level)
     sampled = time.perf_counter()
     predict = bool(data["predict"])
-    coords = {"channel": list(channels), "row": np.arange(data["N"]), "coef": list(COEFFICIENTS)}
+    coords = {"channel": list(channels), "row": np.arange(data["N"]), "coef": list(COEFFICIENTS),
+              "pooled_coef": list(POOLED_COEFFICIENTS)}
     dims = {name: ["channel"] for name in (*COEFFICIENTS, "imp_inv_sqrt_phi", "clk_inv_sqrt_phi",
                                            "imp_phi", "clk_phi", "imp_intercept", "clk_intercept")}
-    dims.update({"hyper_mu": ["coef"], "hyper_tau": ["coef"], "z": ["coef", "channel"]})
+    dims.update({"hyper_mu": ["pooled_coef"], "hyper_tau": ["pooled_coef"], "z": ["coef", "channel"]})
     kwargs: dict[str, Any] = {}
     if predict:
         dims.update({v: ["row"] for v in ("impressions_rep", "clicks_rep", "log_lik", "impressions", "clicks")})
@@ -261,16 +270,20 @@ def build_pymc_model(data: Mapping[str, Any], channels: Sequence[str]) -> Any:
     x_imp = np.asarray(data["x_imp"], dtype=float)
     coords = {
         "channel": list(channels), "coef": list(COEFFICIENTS),
-        "imp_row": imp_rows, "clk_row": clk_rows,
+        "pooled_coef": list(POOLED_COEFFICIENTS), "imp_row": imp_rows, "clk_row": clk_rows,
     }
     with pm.Model(coords=coords) as model:
+        loc = pt.as_tensor(np.asarray(data["prior_loc"], dtype=float))
+        scale = pt.as_tensor(np.asarray(data["prior_scale"], dtype=float))
         if data["pooled"]:
-            loc = pm.Normal("hyper_mu", mu=data["prior_loc"], sigma=data["prior_scale"],
-                            dims="coef")
-            scale = pm.HalfNormal("hyper_tau", sigma=data["tau_scale"], dims="coef")
-        else:
-            loc = pt.as_tensor(np.asarray(data["prior_loc"], dtype=float))
-            scale = pt.as_tensor(np.asarray(data["prior_scale"], dtype=float))
+            index = np.asarray(data["pooled_index"]) - 1
+            hyper_mu = pm.Normal("hyper_mu", mu=np.asarray(data["prior_loc"])[index],
+                                 sigma=np.asarray(data["prior_scale"])[index],
+                                 dims="pooled_coef")
+            hyper_tau = pm.HalfNormal("hyper_tau", sigma=np.asarray(data["tau_scale"])[index],
+                                      dims="pooled_coef")
+            loc = pt.set_subtensor(loc[index], hyper_mu)
+            scale = pt.set_subtensor(scale[index], hyper_tau)
         z = pm.Normal("z", 0.0, 1.0, dims=("coef", "channel"))
         coef = {
             name: pm.Deterministic(name, loc[j] + scale[j] * z[j], dims="channel")

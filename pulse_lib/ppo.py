@@ -274,7 +274,7 @@ def train(
             "mean_return": float(episode_return.mean()),
             "wall_seconds": time.perf_counter() - start, **averaged,
             "explained_variance": explained, "epochs_run": epochs_run,
-            "action_std": float(agent.actor_log_std.exp().mean()),
+            "action_std": float(agent.actor_log_std.detach().exp().mean()),
         })
         if callback is not None:
             extra = callback(iteration, agent)

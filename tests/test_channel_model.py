@@ -251,7 +251,7 @@ def test_chapter2_pooling_scenario_fits_without_divergences(shipped, pooling, ca
     assert diagnostics["max_r_hat"] < 1.01, diagnostics
     assert diagnostics["min_ess_tail"] > 100, diagnostics
     if pooling == "partial":
-        assert idata.posterior["hyper_tau"].shape[-1] == 6
+        assert idata.posterior["hyper_tau"].shape[-1] == len(cm.POOLED_COEFFICIENTS)
         assert idata.posterior.attrs["pulse_pooling"] == "partial"
         assert idata.posterior.attrs["pulse_divergences"] == 0
 

@@ -23,12 +23,17 @@
 //
 // Every coefficient is non-centred: coefficient = loc + scale * z with z ~ normal(0, 1).
 // With pooled = 0, loc and scale are the fixed, weakly-informative prior (prior_loc,
-// prior_scale). With pooled = 1 the channels share a population: loc = hyper_mu ~
+// prior_scale). With pooled = 1 the channels share a population for the coefficients listed
+// in pooled_index (the elasticities and holiday effects): loc = hyper_mu ~
 // normal(prior_loc, prior_scale), scale = hyper_tau ~ half-normal(0, tau_scale), so a channel
 // with little data borrows strength from the others. The non-centred form keeps the sampler
 // out of the funnel between hyper_tau and the coefficients (a centred hierarchy diverges when
-// hyper_tau is small). The prior numbers are data, defined once in Python
-// (pulse_lib.channel_model.PRIORS) and passed to this program and to the PyMC model alike.
+// hyper_tau is small). The intercepts keep their fixed prior: they carry each channel's
+// scale (impressions per thousand spent, click-through rates differ tenfold), a month of data
+// pins them, and a pinned coefficient under a non-centred hierarchy makes the opposite
+// funnel (z = (coefficient - hyper_mu) / hyper_tau is then a narrow ridge). The prior numbers
+// are data, defined once in Python (pulse_lib.channel_model.PRIORS) and passed to this
+// program and to the PyMC model alike.
 //
 // Written in Stan 2.27 syntax that newer Stan releases still accept (new array syntax, no
 // tuples, no removed features).
@@ -50,6 +55,8 @@ data {
   vector[K] x_imp_mean;                    // per-channel mean of log(impressions / 1000)
   array[N] int<lower=0, upper=1> spend_pos;  // 1 where spend > 0
   int<lower=0, upper=1> pooled;            // 1: hierarchical (partial pooling) priors
+  int<lower=0, upper=6> P;                 // how many coefficients are pooled
+  array[P] int<lower=1, upper=6> pooled_index;  // which (positions in the order below)
   int<lower=0, upper=1> predict;           // 1: emit posterior predictive draws and log_lik
   // Prior locations and scales, in the order
   // imp_alpha, imp_spend, imp_holiday, clk_alpha, clk_impressions, clk_holiday
@@ -77,8 +84,8 @@ parameters {
   vector<lower=0>[K] imp_inv_sqrt_phi;
   vector<lower=0>[K] clk_inv_sqrt_phi;
   // Population means and spreads, present only when pooled = 1.
-  vector[pooled ? 6 : 0] hyper_mu;
-  vector<lower=0>[pooled ? 6 : 0] hyper_tau;
+  vector[pooled ? P : 0] hyper_mu;
+  vector<lower=0>[pooled ? P : 0] hyper_tau;
 }
 
 transformed parameters {
@@ -94,8 +101,8 @@ transformed parameters {
     vector[6] loc = prior_loc;
     vector[6] scale = prior_scale;
     if (pooled) {
-      loc = hyper_mu;
-      scale = hyper_tau;
+      loc[pooled_index] = hyper_mu;
+      scale[pooled_index] = hyper_tau;
     }
     imp_alpha = loc[1] + scale[1] * z[1]';
     imp_spend = loc[2] + scale[2] * z[2]';
@@ -109,8 +116,8 @@ transformed parameters {
 model {
   to_vector(z) ~ std_normal();
   if (pooled) {
-    hyper_mu ~ normal(prior_loc, prior_scale);
-    hyper_tau ~ normal(0, tau_scale);
+    hyper_mu ~ normal(prior_loc[pooled_index], prior_scale[pooled_index]);
+    hyper_tau ~ normal(0, tau_scale[pooled_index]);
   }
   imp_inv_sqrt_phi ~ normal(0, inv_sqrt_phi_scale);
   clk_inv_sqrt_phi ~ normal(0, inv_sqrt_phi_scale);
