@@ -15,7 +15,7 @@ noise), the static planner (robust shares from the posterior, even pacing), a pl
 dynamic planner (the oracle's method with the posterior mean), PPO trained on posterior draws
 (one agent per seed; its learning curve and update diagnostics are recorded), and the oracle.
 
-    python benchmarks/budget_problem.py            # normal mode (~15 CPU minutes; CmdStan)
+    python benchmarks/budget_problem.py            # normal mode (~10 CPU minutes; CmdStan)
     python benchmarks/budget_problem.py --quick    # tiny run on a synthetic posterior (smoke)
 """
 
@@ -84,16 +84,17 @@ def main() -> None:
     truth = funnel.TRUE_PARAMS
     posterior, config, source = default_problem(quick)
     settings = dict(
-        train_seeds=(0, 1) if quick else (0, 1, 2, 3, 4),
-        total_steps=3_840 if quick else 1_500_000,
+        train_seeds=(0, 1) if quick else (0, 1, 2),
+        total_steps=3_840 if quick else 400_000,
         n_envs=32 if quick else 64,
-        learning_rate=1e-3,
+        learning_rate=3e-3,
+        init_log_std=-0.7,
         eval_seeds=(0, 1, 2),
-        eval_episodes=64 if quick else 1_024,
-        posterior_worlds=4 if quick else 40,
-        episodes_per_world=32 if quick else 256,
-        curve_every=2 if quick else 25,
-        curve_episodes=64 if quick else 512,
+        eval_episodes=64 if quick else 512,
+        posterior_worlds=4 if quick else 20,
+        episodes_per_world=32 if quick else 128,
+        curve_every=2 if quick else 10,
+        curve_episodes=64 if quick else 256,
     )
     start = time.perf_counter()
     fixed = {
@@ -119,7 +120,8 @@ def main() -> None:
             return {"truth_lift": float(lift(r, curve_ref["zero spend"], curve_ref["oracle"]))}
 
         cfg = ppo.PPOConfig(total_steps=settings["total_steps"], n_envs=settings["n_envs"],
-                            learning_rate=settings["learning_rate"], seed=seed)
+                            learning_rate=settings["learning_rate"],
+                            init_log_std=settings["init_log_std"], seed=seed)
         env = be.BatchedBudgetEnv(posterior, cfg.n_envs, config)
         result = ppo.train(env, cfg, callback=evaluate_now)
         agents[seed] = result.agent
@@ -129,7 +131,7 @@ def main() -> None:
               flush=True)
     ppo_config = dataclasses.asdict(ppo.PPOConfig(
         total_steps=settings["total_steps"], n_envs=settings["n_envs"],
-        learning_rate=settings["learning_rate"]))
+        learning_rate=settings["learning_rate"], init_log_std=settings["init_log_std"]))
 
     # --- truth world ------------------------------------------------------------------------
     env = be.BatchedBudgetEnv(truth, settings["eval_episodes"], config)
@@ -175,6 +177,7 @@ def main() -> None:
         "benchmark": NAME,
         "mode": "quick" if quick else "normal",
         "machine": machine_info(),
+        "model_version": funnel.DATASET_VERSION,  # the funnel model measured
         "posterior": source,
         "environment": {k: v for k, v in dataclasses.asdict(config).items()},
         "settings": settings,
