@@ -33,6 +33,12 @@ NAME = "channel_model_backends"
 
 
 
+def _model_version() -> int:
+    from pulse_lib.funnel import DATASET_VERSION
+
+    return DATASET_VERSION
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (CmdStan samples in a child)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_backend(backend, sizes, draws, chains, args.seed, cold=not args.quick)
     payload = {
         "benchmark": NAME, "mode": "quick" if args.quick else "normal", "machine": info,
+        "model_version": _model_version(),  # the funnel model (pulse_lib.funnel) measured
         "load_average_1min_at_end": os.getloadavg()[0],
         "settings": {"sizes_days": sizes, "channels": 4, "draws": draws, "chains": chains, "tune": draws,
                      "seed": args.seed, "chains_in_parallel": 1, "cold_compile_caches": not args.quick},
