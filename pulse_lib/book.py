@@ -120,14 +120,16 @@ def _installed_from() -> Path | None:
     import json
     from urllib.parse import unquote, urlparse
 
-    try:
-        text = importlib.metadata.distribution("pulse-lib").read_text("direct_url.json")
-        url = urlparse(json.loads(text)["url"]) if text else None
-    except (importlib.metadata.PackageNotFoundError, ValueError, KeyError, TypeError):
-        return None
-    if url is None or url.scheme != "file":
-        return None
-    return Path(unquote(url.path))
+    # every pulse-lib on sys.path: a build's pulse_lib.egg-info in the clone has no record
+    for dist in importlib.metadata.distributions(name="pulse-lib"):
+        try:
+            text = dist.read_text("direct_url.json")
+            url = urlparse(json.loads(text)["url"]) if text else None
+        except (ValueError, KeyError, TypeError):
+            continue
+        if url is not None and url.scheme == "file":
+            return Path(unquote(url.path))
+    return None
 
 
 def repo_root(start: str | os.PathLike[str] | None = None) -> Path:

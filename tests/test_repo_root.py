@@ -51,19 +51,21 @@ def test_a_non_editable_install_finds_the_clone_it_was_installed_from(tmp_path, 
     monkeypatch.setattr(book, "__file__", str(site / "book.py"))  # installed away from the clone
     monkeypatch.chdir(tmp_path)
     record = json.dumps({"url": clone.as_uri(), "dir_info": {}})
-    monkeypatch.setattr(book.importlib.metadata, "distribution", lambda name: _Dist(record))
+    monkeypatch.setattr(book.importlib.metadata, "distributions", lambda name: [_Dist(None), _Dist(record)])
     assert book.repo_root() == clone
     # installed from an index or a wheel (no local directory): a clear error says what to set
-    monkeypatch.setattr(book.importlib.metadata, "distribution", lambda name: _Dist(None))
+    monkeypatch.setattr(book.importlib.metadata, "distributions", lambda name: [_Dist(None)])
     with pytest.raises(ConfigError, match="PULSE_BOOK_ROOT"):
         book.repo_root()
     record = json.dumps({"url": "https://example.org/pulse_lib-0.1.0-py3-none-any.whl", "archive_info": {}})
-    monkeypatch.setattr(book.importlib.metadata, "distribution", lambda name: _Dist(record))
+    monkeypatch.setattr(book.importlib.metadata, "distributions", lambda name: [_Dist(None), _Dist(record)])
     with pytest.raises(ConfigError, match="PULSE_BOOK_ROOT"):
         book.repo_root()
 
 
 def test_the_source_checkout_of_the_module(tmp_path, monkeypatch, repo_root):
     monkeypatch.delenv("PULSE_BOOK_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)  # outside any checkout: the module's own checkout is used
-    assert book.repo_root() == Path(book.__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)  # outside any checkout: the module's own checkout is used,
+    source = Path(book.__file__).resolve().parent.parent  # or, installed, the one it came from
+    expected = source if (source / "_toc.yml").is_file() else book._installed_from()
+    assert expected is not None and book.repo_root() == expected
