@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
 from pulse_lib.budget_env import BatchedBudgetEnv, planner_policy, run_policy, synthetic_posterior  # noqa: E402
-from pulse_lib.funnel import TRUE_PARAMS  # noqa: E402
+from pulse_lib.funnel import DATASET_VERSION, TRUE_PARAMS  # noqa: E402
 from pulse_lib.ppo import PPOConfig, train  # noqa: E402
 
 
@@ -66,6 +66,7 @@ def main() -> None:
         "benchmark": "PPO wall time to a target training return (CPU, one thread)",
         "mode": "quick" if args.quick else "normal",
         "machine": machine_info(),
+        "model_version": DATASET_VERSION,  # the funnel model (pulse_lib.funnel) measured
         "config": {"n_envs": n_envs, "learning_rate": 1e-3, "total_steps": total_steps, "device": "cpu",
                    "pace_prior": False, "init_log_std": -0.5},
         "reference_return": reference,

@@ -33,6 +33,12 @@ NAME = "channel_model_backends"
 
 
 
+def _model_version() -> int:
+    from pulse_lib.funnel import DATASET_VERSION
+
+    return DATASET_VERSION
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (CmdStan samples in a child)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -44,10 +50,9 @@ def worker(backend: str, sizes: list[int], draws: int, chains: int, seed: int) -
     """Fit each table size in turn in this process; the first fit pays for compilation."""
     import logging
 
-    import arviz as az
     import numpy as np
 
-    from pulse_lib import channel_model as cm
+    from pulse_lib import bayes_compat as bc, channel_model as cm
     from pulse_lib.funnel import generate_funnel
 
     logging.getLogger("pymc").setLevel(logging.ERROR)
@@ -59,7 +64,7 @@ def worker(backend: str, sizes: list[int], draws: int, chains: int, seed: int) -
         idata = cm.fit_channel_model(frame, backend=backend, draws=draws, chains=chains, seed=seed)
         wall = time.perf_counter() - start
         cpu = _cpu_seconds() - cpu0
-        summary = az.summary(idata, var_names=list(cm.SUMMARY_VARS), kind="diagnostics")
+        summary = bc.summary(idata, var_names=list(cm.SUMMARY_VARS), kind="diagnostics")
         attrs = idata.posterior.attrs
         sampling = float(attrs["pulse_sampling_seconds"])
         ess_min = float(summary["ess_bulk"].min())
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_backend(backend, sizes, draws, chains, args.seed, cold=not args.quick)
     payload = {
         "benchmark": NAME, "mode": "quick" if args.quick else "normal", "machine": info,
+        "model_version": _model_version(),  # the funnel model (pulse_lib.funnel) measured
         "load_average_1min_at_end": os.getloadavg()[0],
         "settings": {"sizes_days": sizes, "channels": 4, "draws": draws, "chains": chains, "tune": draws,
                      "seed": args.seed, "chains_in_parallel": 1, "cold_compile_caches": not args.quick},

@@ -123,21 +123,59 @@ def setup_torch(threads: int | None = None) -> str:
     return device
 
 
+def _is_checkout(path: Path) -> bool:
+    return (path / "_toc.yml").is_file() and (path / "pulse_lib").is_dir()
+
+
+def _installed_from() -> Path | None:
+    """The local directory ``pip install <dir>`` installed this package from (PEP 610), if any.
+
+    A non-editable install lives in site-packages, away from the clone; pip records where it
+    came from in the distribution's ``direct_url.json``.
+    """
+    import json
+    from urllib.parse import unquote, urlparse
+
+    # every pulse-lib on sys.path: a build's pulse_lib.egg-info in the clone has no record
+    for dist in importlib.metadata.distributions(name="pulse-lib"):
+        try:
+            text = dist.read_text("direct_url.json")
+            url = urlparse(json.loads(text)["url"]) if text else None
+        except (ValueError, KeyError, TypeError):
+            continue
+        if url is not None and url.scheme == "file":
+            return Path(unquote(url.path))
+    return None
+
+
 def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """The book's checkout: ``$PULSE_BOOK_ROOT``, or the first parent holding ``_toc.yml``."""
+    """The book's checkout, which holds ``datasets/``, ``chapters/`` and ``benchmarks/``.
+
+    In order: ``$PULSE_BOOK_ROOT`` (the Colab setup cell sets it to the clone; it must exist);
+    the first parent of ``start`` (default: the working directory) that is a checkout; the
+    checkout this module was imported from (an editable install or ``PYTHONPATH``); the
+    directory a non-editable ``pip install <clone>`` was installed from (pip's record of it).
+    Anything else is a :class:`ConfigError` saying to set ``PULSE_BOOK_ROOT``.
+    """
     env = os.environ.get("PULSE_BOOK_ROOT")
     if env:
-        return Path(env).resolve()
+        path = Path(env).expanduser().resolve()
+        if not path.is_dir():
+            raise ConfigError(f"PULSE_BOOK_ROOT={env} is not a directory: point it at the book's clone")
+        return path
     here = Path(start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "_toc.yml").is_file() and (candidate / "pulse_lib").is_dir():
+        if _is_checkout(candidate):
             return candidate
     package_parent = Path(__file__).resolve().parent.parent
     if (package_parent / "_toc.yml").is_file():
         return package_parent
+    source = _installed_from()
+    if source is not None and _is_checkout(source):
+        return source
     raise ConfigError(
-        f"cannot find the book's checkout from {here}: run inside the repository "
-        "or set PULSE_BOOK_ROOT"
+        f"cannot find the book's checkout from {here}: run inside the repository or set "
+        "PULSE_BOOK_ROOT to it (e.g. os.environ['PULSE_BOOK_ROOT'] = '/content/rl-marketing-book')"
     )
 
 

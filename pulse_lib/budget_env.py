@@ -15,6 +15,10 @@ Two front ends share one step function (:func:`step_batch`), so their dynamics a
 * :class:`BudgetEnv`, a :class:`gymnasium.Env` (one episode at a time);
 * :class:`BatchedBudgetEnv`, many episodes per call in NumPy (what PPO trains on).
 
+The budget range of an episode and the logged spend range of every channel come from the
+fitted table (:meth:`BudgetEnvConfig.from_table`); the environment warns once when a policy
+spends outside what was logged, where the simulator extrapolates.
+
 Action (shape ``(K + 1,)``, each entry in ``[0, 1]``): entry 0 is the fraction of the remaining
 budget to spend today; entries 1..K are split weights, normalised to sum to one (all-zero weights
 mean an even split). So spend is never negative and the budget is never exceeded, by design.
@@ -23,6 +27,8 @@ mean an even split). So spend is never negative and the budget is never exceeded
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -30,14 +36,36 @@ import numpy as np
 import pandas as pd
 
 from pulse_lib.errors import ConfigError, SchemaError
-from pulse_lib.funnel import DEFAULT_COST_WEIGHT, HUMAN_SHARES, ChannelParams, holiday_flags, reward, simulate_funnel
+from pulse_lib.funnel import (
+    DEFAULT_COST_WEIGHT,
+    HUMAN_SHARES,
+    TRUE_PARAMS,
+    VALUE_PER_CLICK,
+    ChannelParams,
+    expected_clicks,
+    holiday_flags,
+    organic_clicks,
+    reward,
+    simulate_funnel,
+    validate_funnel,
+)
 
-#: Observation layout (K channels): 7 scalars, then K last-day log-clicks, then K last-day spends.
+#: The historical marketer's shares by channel name (:data:`pulse_lib.funnel.HUMAN_SHARES`).
+HUMAN_SHARES_BY_CHANNEL: dict[str, float] = dict(
+    zip(TRUE_PARAMS.channels, HUMAN_SHARES.tolist())
+)
+
+
+class SpendRangeWarning(UserWarning):
+    """A policy spent outside the range the response model was fitted on (extrapolation)."""
+
+#: Observation layout (K channels): 8 scalars, then K last-day log-clicks, then K last-day spends.
 SCALAR_FEATURES: tuple[str, ...] = (
     "day_fraction",  # t / T
     "days_left_fraction",  # (T - t) / T
     "holiday_today",  # 1 if today is a holiday
     "holidays_ahead",  # share of holidays among the next `holidays_ahead_days` days
+    "holidays_left",  # share of holidays among the days left in the period (today included)
     "budget_left_fraction",  # remaining / budget
     "pace_ratio",  # (remaining / days left) / (budget / T): > 1 means behind the even pace
     "budget_size",  # budget / largest budget of the range
@@ -49,28 +77,110 @@ class BudgetEnvConfig:
     """Settings of the budget environment (every episode is one budget period)."""
 
     horizon_days: int = 30  #: days per episode (the budget period)
-    budget_range: tuple[float, float] = (1500.0, 2600.0)  #: budget per period, thousands, uniform
+    budget_range: tuple[float, float] = (1500.0, 2600.0)  #: budget per period, thousands
     cost_weight: float = DEFAULT_COST_WEIGHT  #: price of spend in the reward (funnel.reward)
+    value_per_click: float = VALUE_PER_CLICK  #: currency value of a click (funnel.reward)
+    organic: bool = True  #: add the day's expected organic clicks to the reward
     holidays_ahead_days: int = 7  #: look-ahead window of the holiday feature
     calendar_start: str = "2016-07-01"  #: first possible start date of an episode
     calendar_days: int = 730  #: episodes start on one of these days
-    clicks_scale: float = 10.0  #: log1p(clicks) is divided by this in the observation
+    clicks_scale: float = 12.0  #: log1p(clicks) is divided by this in the observation
+    #: channel names of ``logged_spend`` (checked against the parameters), or None
+    channels: tuple[str, ...] | None = None
+    #: per channel (low, high) of the positive daily spend logged in the fitted table;
+    #: None: no extrapolation warning
+    logged_spend: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.horizon_days < 1:
             raise ConfigError(f"horizon_days must be >= 1, got {self.horizon_days}")
         low, high = self.budget_range
         if not (0 < low <= high) or not np.isfinite(high):
-            raise ConfigError(f"budget_range must satisfy 0 < low <= high < inf, got {self.budget_range}")
-        if self.cost_weight < 0 or not np.isfinite(self.cost_weight):
-            raise ConfigError(f"cost_weight must be finite and >= 0, got {self.cost_weight}")
+            raise ConfigError(
+                f"budget_range must satisfy 0 < low <= high < inf, got {self.budget_range}"
+            )
+        for name in ("cost_weight", "value_per_click"):
+            value = getattr(self, name)
+            if value < 0 or not np.isfinite(value):
+                raise ConfigError(f"{name} must be finite and >= 0, got {value}")
         if self.holidays_ahead_days < 1 or self.calendar_days < 1 or self.clicks_scale <= 0:
-            raise ConfigError("holidays_ahead_days, calendar_days and clicks_scale must be positive")
+            raise ConfigError(
+                "holidays_ahead_days, calendar_days and clicks_scale must be positive"
+            )
+        if self.logged_spend is not None:
+            if self.channels is None or len(self.channels) != len(self.logged_spend):
+                raise ConfigError(
+                    "logged_spend needs one (low, high) per channel and the channel names "
+                    f"in `channels`; got {self.logged_spend} for channels {self.channels}"
+                )
+            for ch, (lo, hi) in zip(self.channels, self.logged_spend):
+                if not 0 <= lo <= hi:
+                    raise ConfigError(f"logged_spend of {ch!r} must satisfy 0 <= low <= high")
+
+    @classmethod
+    def from_table(
+        cls,
+        frame: Any,
+        channels: Sequence[str] | None = None,
+        horizon_days: int = 30,
+        quantiles: tuple[float, float] = (0.1, 0.9),
+        **overrides: Any,
+    ) -> BudgetEnvConfig:
+        """A configuration whose ranges come from a fitted funnel table.
+
+        The budget range spans the ``quantiles`` of the table's total spend over every window
+        of ``horizon_days`` consecutive days; ``logged_spend`` is each channel's smallest and
+        largest positive daily spend, in the order ``channels`` (the posterior's channels;
+        default: sorted names). ``calendar_start`` is the table's first day.
+        """
+        table = validate_funnel(frame)
+        names = tuple(sorted(table["channel"].unique())) if channels is None else tuple(channels)
+        missing = sorted(set(names) - set(table["channel"]))
+        if missing:
+            raise SchemaError(
+                f"channels {missing} are not in the table (it has "
+                f"{sorted(table['channel'].unique())})"
+            )
+        daily = table.groupby("date")["spend"].sum().sort_index()
+        daily = daily.reindex(pd.date_range(daily.index.min(), daily.index.max()), fill_value=0)
+        if len(daily) < horizon_days:
+            raise SchemaError(
+                f"the table covers {len(daily)} days, fewer than horizon_days={horizon_days}"
+            )
+        windows = daily.rolling(horizon_days).sum().dropna()
+        low, high = (float(q) for q in np.quantile(windows, quantiles))
+        ranges = []
+        for ch in names:
+            spend = table.loc[(table["channel"] == ch) & (table["spend"] > 0), "spend"]
+            if spend.empty:
+                raise SchemaError(f"channel {ch!r} has no day with positive spend")
+            ranges.append((float(spend.min()), float(spend.max())))
+        settings: dict[str, Any] = dict(
+            horizon_days=horizon_days, budget_range=(low, high), channels=names,
+            logged_spend=tuple(ranges),
+            calendar_start=str(daily.index.min().date()),
+        )
+        settings.update(overrides)
+        return cls(**settings)
 
     def holiday_calendar(self) -> np.ndarray:
         """Holiday flags of every day an episode can touch (start days plus look-ahead)."""
         n = self.calendar_days + self.horizon_days + self.holidays_ahead_days
         return holiday_flags(pd.date_range(self.calendar_start, periods=n, freq="D"))
+
+    def spend_bounds(self, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Logged (low, high) spend per channel in the order ``channels``, or None."""
+        if self.logged_spend is None or self.channels is None:
+            return None
+        missing = [c for c in channels if c not in self.channels]
+        if missing:
+            raise SchemaError(
+                f"the parameters' channels {list(channels)} include {missing}, which the "
+                f"configuration's logged spend ranges (channels {list(self.channels)}) lack"
+            )
+        order = [self.channels.index(c) for c in channels]
+        bounds = np.asarray(self.logged_spend, dtype=float)[order]
+        return bounds[:, 0], bounds[:, 1]
 
 
 def obs_dim(n_channels: int) -> int:
@@ -176,13 +286,14 @@ def _fixed(name: str, values: Any, n: int, dtype: Any) -> np.ndarray:
 
 
 def observe(state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
-    """Observation (N, 7 + 2K) of every episode, float32."""
+    """Observation (N, 8 + 2K) of every episode, float32."""
     horizon = config.horizon_days
     t = state.t
     days_left = horizon - t
     n = state.n
     today = state.holidays[:, t] if t < horizon else np.zeros(n)
     ahead = state.holidays[:, t + 1 : t + 1 + config.holidays_ahead_days].mean(axis=1)
+    left = state.holidays[:, t:horizon].mean(axis=1) if t < horizon else np.zeros(n)
     even_daily = state.budget / horizon
     pace = (state.remaining / days_left) / even_daily if days_left > 0 else np.zeros(n)
     scalars = np.stack(
@@ -191,6 +302,7 @@ def observe(state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
             np.full(n, days_left / horizon),
             today,
             ahead,
+            left,
             state.remaining / state.budget,
             pace,
             state.budget / config.budget_range[1],
@@ -253,7 +365,10 @@ def step_batch(
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Advance N episodes by one day (in place). Returns the reward (N,) and the day's funnel.
 
-    This is the one step function behind both :class:`BudgetEnv` and :class:`BatchedBudgetEnv`.
+    This is the one step function behind both :class:`BudgetEnv` and
+    :class:`BatchedBudgetEnv`. The day's record also holds ``spend`` and
+    ``outside_logged`` (N, K): True where a positive spend left the configuration's logged
+    range (all False without one).
     """
     if state.t >= config.horizon_days:
         raise ConfigError("the episode is over: call reset() before step()")
@@ -261,12 +376,37 @@ def step_batch(
     spend = actions_to_spend(actions, state.remaining)
     holiday = state.holidays[:, state.t]
     day = simulate_funnel(state.params, spend, holiday, rng)
-    rewards = reward(day["clicks"], spend, config.cost_weight)
+    organic = organic_clicks(holiday) if config.organic else 0.0
+    rewards = reward(day["clicks"], spend, config.cost_weight, config.value_per_click, organic)
     state.remaining = np.maximum(state.remaining - spend.sum(axis=1), 0.0)
     state.last_clicks = day["clicks"].astype(float)
     state.last_spend = spend
     state.t += 1
-    return rewards, {**day, "spend": spend}
+    bounds = config.spend_bounds(state.params.channels)
+    if bounds is None:
+        outside = np.zeros(spend.shape, dtype=bool)
+    else:
+        low, high = bounds
+        outside = (spend > 0) & ((spend < low * (1 - 1e-9)) | (spend > high * (1 + 1e-9)))
+    return rewards, {**day, "spend": spend, "outside_logged": outside}
+
+
+def _warn_outside(info: dict[str, np.ndarray], config: BudgetEnvConfig,
+                  channels: Sequence[str]) -> bool:
+    """Warn (once per environment: the caller keeps the flag) about extrapolated spend."""
+    outside = info["outside_logged"]
+    if not outside.any():
+        return False
+    row, k = np.argwhere(outside)[0]
+    low, high = config.spend_bounds(channels)  # type: ignore[misc]
+    warnings.warn(
+        f"spend {info['spend'][row, k]:.4g} on channel {channels[k]!r} is outside the logged "
+        f"range [{low[k]:.4g}, {high[k]:.4g}] (thousands) of the fitted table: the simulator "
+        "extrapolates the response model there (this warning is shown once per environment)",
+        SpendRangeWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 class BatchedBudgetEnv:
@@ -288,6 +428,9 @@ class BatchedBudgetEnv:
         self.action_dim = params.n_channels + 1
         self.rng = np.random.default_rng()
         self.state: BatchState | None = None
+        #: True once the extrapolation warning was shown (it is shown once per environment)
+        self.warned_outside_range = False
+        self.config.spend_bounds(params.channels)  # the channels must match the config's
 
     def reset(
         self,
@@ -310,6 +453,8 @@ class BatchedBudgetEnv:
         if self.state is None:
             raise ConfigError("call reset() before step()")
         rewards, info = step_batch(self.state, actions, self.config, self.rng)
+        if not self.warned_outside_range:
+            self.warned_outside_range = _warn_outside(info, self.config, self.params.channels)
         done = self.state.t >= self.config.horizon_days
         return observe(self.state, self.config), rewards, done, info
 
@@ -327,10 +472,12 @@ class BudgetEnv(gym.Env):
         k = params.n_channels
         low = np.zeros(obs_dim(k), dtype=np.float32)
         high = np.full(obs_dim(k), np.inf, dtype=np.float32)
-        high[:5] = 1.0
-        high[5] = float(self.config.horizon_days)  # pace ratio is at most T (all budget left, one day)
-        high[6] = 1.0
+        high[:6] = 1.0
+        high[6] = float(self.config.horizon_days)  # pace ratio <= T (all budget left, one day)
+        high[7] = 1.0
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
+        self.warned_outside_range = False
+        self.config.spend_bounds(params.channels)  # the channels must match the config's
         self.action_space = gym.spaces.Box(low=0.0, high=1.0, shape=(k + 1,), dtype=np.float32)
         self.state: BatchState | None = None
 
@@ -354,6 +501,8 @@ class BudgetEnv(gym.Env):
         if array.shape != (self.params.n_channels + 1,):
             raise SchemaError(f"action must have shape ({self.params.n_channels + 1},); got {array.shape}")
         rewards, day = step_batch(self.state, array[None, :], self.config, self.np_random)
+        if not self.warned_outside_range:
+            self.warned_outside_range = _warn_outside(day, self.config, self.params.channels)
         terminated = self.state.t >= self.config.horizon_days
         info = self._info()
         info.update({name: value[0] for name, value in day.items()})
@@ -400,45 +549,88 @@ def synthetic_posterior(
     return dataclasses.replace(truth, **fields)
 
 
+def _shares_for(shares: Any, channels: Sequence[str], who: str) -> np.ndarray:
+    """A share vector in the order of ``channels``, checked; ``shares`` may be a mapping."""
+    if isinstance(shares, Mapping):
+        names = [str(c) for c in shares]
+        missing = [c for c in channels if c not in shares]
+        extra = [c for c in names if c not in channels]
+        if missing or extra:
+            raise SchemaError(
+                f"{who}: shares are given for channels {names}, but the parameters have "
+                f"channels {list(channels)} (missing {missing}, unknown {extra})"
+            )
+        vector = np.array([float(shares[c]) for c in channels])
+    else:
+        vector = np.asarray(shares, dtype=float)
+        if vector.ndim != 1 or vector.size != len(channels):
+            raise SchemaError(
+                f"{who}: {vector.size} shares {np.round(vector, 4).tolist()} for the "
+                f"{len(channels)} channels {list(channels)} of the parameters; give one share "
+                "per channel, best as a dict {channel: share}"
+            )
+    if np.any(vector < 0) or not np.all(np.isfinite(vector)) or not np.isclose(vector.sum(), 1):
+        raise SchemaError(
+            f"{who}: shares must be non-negative and sum to 1; got "
+            f"{dict(zip(channels, np.round(vector, 4).tolist()))}"
+        )
+    return vector
+
+
+def zero_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+    """Spend nothing: the organic baseline (0 % of the oracle's lift)."""
+    return np.zeros((state.n, state.params.n_channels + 1))
+
+
 def even_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
     """Spend the remaining budget evenly over the days left, split evenly over channels."""
     days_left = config.horizon_days - state.t
     k = state.params.n_channels
-    return np.concatenate([np.full((state.n, 1), 1.0 / days_left), np.full((state.n, k), 1.0 / k)], axis=1)
+    return np.concatenate(
+        [np.full((state.n, 1), 1.0 / days_left), np.full((state.n, k), 1.0 / k)], axis=1
+    )
 
 
-def static_plan_policy(shares: np.ndarray) -> Any:
-    """Even pacing with fixed channel ``shares`` (e.g. an optimizer's answer)."""
-    shares = np.asarray(shares, dtype=float)
-    if shares.ndim != 1 or np.any(shares < 0) or not np.isclose(shares.sum(), 1.0):
-        raise SchemaError(f"shares must be a non-negative vector summing to 1; got {shares}")
+def static_plan_policy(shares: Any) -> Any:
+    """Even pacing with fixed channel ``shares`` (a dict {channel: share}, or a vector in the
+    order of the parameters' channels), checked against the channels at the first step."""
+    if not isinstance(shares, Mapping):
+        shares = np.asarray(shares, dtype=float)
+        if shares.ndim != 1 or np.any(shares < 0) or not np.isclose(shares.sum(), 1.0):
+            raise SchemaError(f"shares must be a non-negative vector summing to 1; got {shares}")
 
     def policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+        vector = _shares_for(shares, state.params.channels, "static_plan_policy")
         days_left = config.horizon_days - state.t
-        return np.concatenate([np.full((state.n, 1), 1.0 / days_left), np.tile(shares, (state.n, 1))], axis=1)
+        return np.concatenate(
+            [np.full((state.n, 1), 1.0 / days_left), np.tile(vector, (state.n, 1))], axis=1
+        )
 
     return policy
 
 
 def human_policy(
     rng: np.random.Generator,
-    shares: np.ndarray = HUMAN_SHARES,
+    shares: Any = None,
     holiday_uplift: float = 0.3,
     noise_sd: float = 0.35,
 ) -> Any:
-    """The historical marketer of :func:`pulse_lib.funnel.human_spend`, acting in the environment.
+    """The historical marketer of :func:`pulse_lib.funnel.human_spend`, acting in the env.
 
-    Budget paced evenly (budget / T a day), fixed ``shares``, +30% on holidays, log-normal
-    day-to-day noise; capped by what is left. Uses its own ``rng`` so it does not disturb the
-    environment's random stream.
+    Budget paced evenly (budget / T a day), fixed ``shares`` (default
+    :data:`HUMAN_SHARES_BY_CHANNEL`; a dict {channel: share} or a vector in the order of the
+    parameters' channels, checked against them with a message that names both), +30% on
+    holidays, log-normal day-to-day noise; capped by what is left. Uses its own ``rng`` so it
+    does not disturb the environment's random stream.
     """
-    shares = np.asarray(shares, dtype=float)
+    shares = HUMAN_SHARES_BY_CHANNEL if shares is None else shares
 
     def policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+        vector = _shares_for(shares, state.params.channels, "human_policy")
         daily = state.budget / config.horizon_days
         lift = 1.0 + holiday_uplift * state.holidays[:, state.t]
-        noise = rng.lognormal(-0.5 * noise_sd**2, noise_sd, size=(state.n, shares.size))
-        spend = (daily * lift)[:, None] * shares * noise
+        noise = rng.lognormal(-0.5 * noise_sd**2, noise_sd, size=(state.n, vector.size))
+        spend = (daily * lift)[:, None] * vector * noise
         return spend_to_actions(spend, state.remaining)
 
     return policy
@@ -467,23 +659,35 @@ def run_policy(
     return {"returns": total, "spend": spent, "budget": env.state.budget.copy()}
 
 
-def expected_daily_value(params: ChannelParams, spend: np.ndarray, cost_weight: float = DEFAULT_COST_WEIGHT) -> np.ndarray:
-    """Plug-in daily value of spend (..., K) on a normal day: sum_k log1p(E[clicks | E[impressions]]) - cost.
+def expected_daily_value(
+    params: ChannelParams,
+    spend: np.ndarray,
+    cost_weight: float = DEFAULT_COST_WEIGHT,
+    value_per_click: float = VALUE_PER_CLICK,
+    holiday: Any = 0.0,
+) -> np.ndarray:
+    """Expected value of the day's paid clicks net of spend, for spend (..., K).
 
-    A smooth stand-in for the expected reward, used by the planners below. With posterior draws
-    (S, K) it returns one value per draw.
+    ``value_per_click / 1000 * sum_k E[clicks_k | spend_k] - cost_weight * sum_k spend_k``
+    (:func:`pulse_lib.funnel.expected_clicks`; organic clicks, the same for every policy, are
+    left out). With posterior draws (S, K) it returns one value per draw.
     """
     spend = np.asarray(spend, dtype=float)
-    imp = np.exp(params.imp_intercept + params.imp_spend * np.log1p(spend))
-    clicks = np.exp(params.clk_intercept + params.clk_impressions * np.log1p(imp / 1000.0))
-    return np.log1p(clicks).sum(axis=-1) - cost_weight * spend.sum(axis=-1)
+    clicks = expected_clicks(params, spend, holiday)
+    return value_per_click / 1000.0 * clicks.sum(axis=-1) - cost_weight * spend.sum(axis=-1)
 
 
-def plan_shares(params: ChannelParams, daily_budget: float, cost_weight: float = DEFAULT_COST_WEIGHT) -> np.ndarray:
-    """Channel shares that maximise the plug-in daily value, averaged over draws if any (scipy SLSQP).
+def plan_shares(
+    params: ChannelParams,
+    daily_budget: float,
+    cost_weight: float = DEFAULT_COST_WEIGHT,
+    value_per_click: float = VALUE_PER_CLICK,
+) -> np.ndarray:
+    """Channel shares that maximise the expected daily value on a normal day, averaged over
+    draws if any (scipy SLSQP).
 
-    The whole daily budget is split (the talk's marketers spend their budget); with a single
-    parameter set this is the plan of that set, with draws (S, K) the robust (Bayes) plan.
+    The whole daily budget is split; with a single parameter set this is the plan of that
+    set, with draws (S, K) the robust (Bayes) plan.
     """
     from scipy.optimize import minimize
 
@@ -492,41 +696,167 @@ def plan_shares(params: ChannelParams, daily_budget: float, cost_weight: float =
     k = params.n_channels
 
     def negative_value(shares: np.ndarray) -> float:
-        return -float(np.mean(expected_daily_value(params, daily_budget * np.clip(shares, 0, None), cost_weight)))
+        spend = daily_budget * np.clip(shares, 0, None)
+        return -float(np.mean(expected_daily_value(params, spend, cost_weight, value_per_click)))
 
-    start = np.full(k, 1.0 / k)
-    result = minimize(
-        negative_value, start, method="SLSQP", bounds=[(0.0, 1.0)] * k,
-        constraints=[{"type": "eq", "fun": lambda s: s.sum() - 1.0}], options={"ftol": 1e-12, "maxiter": 500},
-    )
-    if not result.success:
+    best: Any = None
+    for start in (np.full(k, 1.0 / k), *np.eye(k) * 0.7 + 0.3 / k):
+        result = minimize(
+            negative_value, start, method="SLSQP", bounds=[(0.0, 1.0)] * k,
+            constraints=[{"type": "eq", "fun": lambda s: s.sum() - 1.0}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
+        if result.success and (best is None or result.fun < best.fun):
+            best = result
+    if best is None:
         raise ConfigError(f"the planner did not converge: {result.message}")
-    shares = np.clip(result.x, 0.0, None)
+    shares = np.clip(best.x, 0.0, None)
     return shares / shares.sum()
 
 
-def planner_policy(params: ChannelParams, config: BudgetEnvConfig | None = None, grid_points: int = 9) -> Any:
-    """Even pacing with the channel split of :func:`plan_shares` for each episode's budget.
+def planner_policy(
+    params: ChannelParams, config: BudgetEnvConfig | None = None, grid_points: int = 9
+) -> Any:
+    """The static planner: even pacing, with the channel split of :func:`plan_shares` for
+    each episode's budget.
 
     Shares are planned on ``grid_points`` daily budgets spanning ``config.budget_range`` and
-    interpolated linearly (they change slowly with the budget). With the true parameters this is
-    the book's oracle; with the posterior mean, the plug-in plan; with draws, the robust plan.
+    interpolated linearly. It ignores the calendar (every day is planned as a normal day).
+    With the posterior's draws this is the robust static plan; with the posterior mean, the
+    plug-in plan. The planned channels must be the environment's.
     """
     config = config or BudgetEnvConfig()
     if grid_points < 2:
         raise ConfigError(f"grid_points must be >= 2, got {grid_points}")
     daily_grid = np.linspace(*config.budget_range, grid_points) / config.horizon_days
-    table = np.stack([plan_shares(params, d, config.cost_weight) for d in daily_grid])
+    table = np.stack([
+        plan_shares(params, d, config.cost_weight, config.value_per_click) for d in daily_grid
+    ])
 
     def shares_for(daily: np.ndarray) -> np.ndarray:
-        shares = np.stack([np.interp(daily, daily_grid, table[:, k]) for k in range(table.shape[1])], axis=1)
+        shares = np.stack(
+            [np.interp(daily, daily_grid, table[:, k]) for k in range(table.shape[1])], axis=1
+        )
         return shares / shares.sum(axis=1, keepdims=True)
 
     def policy(obs: np.ndarray, state: BatchState, cfg: BudgetEnvConfig) -> np.ndarray:
+        if state.params.channels != params.channels:
+            raise SchemaError(
+                f"planner_policy planned channels {list(params.channels)} but the environment "
+                f"has {list(state.params.channels)}"
+            )
         days_left = cfg.horizon_days - state.t
         shares = shares_for(state.budget / cfg.horizon_days)
         return np.concatenate([np.full((state.n, 1), 1.0 / days_left), shares], axis=1)
 
     policy.shares_table = table  # type: ignore[attr-defined]
     policy.daily_grid = daily_grid  # type: ignore[attr-defined]
+    return policy
+
+
+#: Largest elasticity b * e the closed-form planner accepts; a draw above it is planned as if
+#: at it (a convex response would put the whole budget on one day and channel).
+MAX_PLANNED_ELASTICITY = 0.98
+
+
+def plan_remaining(
+    params: ChannelParams,
+    holidays: np.ndarray,
+    remaining: np.ndarray,
+    cost_weight: float = DEFAULT_COST_WEIGHT,
+    value_per_click: float = VALUE_PER_CLICK,
+) -> np.ndarray:
+    """Optimal spend (N, D, K) of what is left over the D days left, in expectation.
+
+    ``params`` has shape (N, K) (one parameter set per episode) or (K,); ``holidays`` (N, D)
+    flags the days left; ``remaining`` (N,) is the budget left. Expected clicks are a power law
+    ``V * s^beta`` in spend (:func:`pulse_lib.funnel.expected_clicks`), so the plan is in
+    closed form: ``s = (W beta / (cost_weight + lam))^(1 / (1 - beta))`` with the multiplier
+    ``lam >= 0`` of the budget found by bisection (0 when the budget does not bind).
+    """
+    holidays = np.asarray(holidays, dtype=float)
+    remaining = np.asarray(remaining, dtype=float)
+    n, d = holidays.shape
+    from scipy.special import gammaln
+
+    k = params.n_channels
+    p = {f: np.broadcast_to(getattr(params, f), (n, k))[:, None, :] for f in params.ARRAY_FIELDS}
+    hol = holidays[:, :, None]
+    e = p["clk_impressions"]
+    # log E[clicks] at spend 1 (funnel.expected_clicks with s = 1), per episode, day, channel
+    log_unit = (
+        p["clk_intercept"] + p["clk_holiday"] * hol
+        + e * (p["imp_intercept"] + p["imp_holiday"] * hol - np.log(1000.0))
+        + gammaln(p["imp_phi"] + e) - gammaln(p["imp_phi"]) - e * np.log(p["imp_phi"])
+    )
+    weight = value_per_click / 1000.0 * np.exp(log_unit)  # (N, D, K)
+    beta = np.clip(p["imp_spend"] * e, 1e-6, MAX_PLANNED_ELASTICITY)
+
+    def spend_at(price: np.ndarray) -> np.ndarray:
+        return (weight * beta / price[:, None, None]) ** (1.0 / (1.0 - beta))
+
+    floor = np.full(n, max(cost_weight, 1e-12))
+    total = spend_at(floor).sum(axis=(1, 2))
+    binds = total > remaining
+    low, high = np.log(floor), np.log(floor) + 60.0
+    for _ in range(50):  # bisection on log(price); the total falls as the price rises
+        mid = 0.5 * (low + high)
+        over = spend_at(np.exp(mid)).sum(axis=(1, 2)) > remaining
+        low = np.where(over, mid, low)
+        high = np.where(over, high, mid)
+    price = np.where(binds, np.exp(high), floor)
+    plan = spend_at(price)
+    scale = np.where(plan.sum(axis=(1, 2)) > remaining,
+                     remaining / np.maximum(plan.sum(axis=(1, 2)), 1e-300), 1.0)
+    return plan * scale[:, None, None]
+
+
+def oracle_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+    """The book's oracle: each day, plan the rest of the period with the episode's own
+    parameters and the calendar (:func:`plan_remaining`), and spend today's part.
+
+    It knows the market each episode runs on (the truth, or the episode's posterior draw),
+    so its expected return is the yardstick of 100 %. It optimises expected clicks; a policy
+    may beat it by a hair on a noisy month.
+    """
+    return _follow_plan(state, config, state.params, "_oracle_plan")
+
+
+def _follow_plan(
+    state: BatchState, config: BudgetEnvConfig, params: ChannelParams, key: str
+) -> np.ndarray:
+    """Today's part of the plan for the rest of the period.
+
+    Spend follows the plan exactly, and a plan for the days left with the budget left is the
+    rest of the first day's plan, so the plan is made once per episode batch and cached on
+    the state; it is made again if the budget left differs from the plan's.
+    """
+    cached = getattr(state, key, None)
+    if cached is not None and cached[0] is not None:
+        plan, start = cached
+        left = state.remaining
+        expected = plan[:, state.t - start:, :].sum(axis=(1, 2))
+        if np.allclose(expected, left, rtol=1e-9, atol=1e-9):
+            return spend_to_actions(plan[:, state.t - start, :], state.remaining)
+    days = state.holidays[:, state.t:config.horizon_days]
+    plan = plan_remaining(params, days, state.remaining, config.cost_weight,
+                          config.value_per_click)
+    setattr(state, key, (plan, state.t))
+    return spend_to_actions(plan[:, 0, :], state.remaining)
+
+
+def dynamic_planner_policy(params: ChannelParams) -> Any:
+    """The oracle's plan made with fixed parameters ``params`` (K,) (e.g. the posterior
+    mean) whatever market the episode runs on: a plug-in planner that uses the calendar."""
+    if params.n_draws is not None:
+        raise SchemaError("dynamic_planner_policy needs one parameter set (K,); use .mean()")
+
+    def policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+        if state.params.channels != params.channels:
+            raise SchemaError(
+                f"dynamic_planner_policy planned channels {list(params.channels)} but the "
+                f"environment has {list(state.params.channels)}"
+            )
+        return _follow_plan(state, config, params, "_plug_in_plan")
+
     return policy

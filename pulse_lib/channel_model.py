@@ -1,18 +1,22 @@
 """Bayesian channel response models (Part I): fit the funnel's regressions in Stan or PyMC.
 
-The model is the one of :mod:`pulse_lib.funnel` and of the PyCon APAC 2018 talk, per channel k:
+The model is the one of :mod:`pulse_lib.funnel` (version 2) and of the PyCon APAC 2018 talk,
+per channel k:
 
-* impressions ~ NB2(mu, phi_imp),  log mu = a_k + b_k * log1p(spend) + c_k * holiday
-* link clicks ~ NB2(mu, phi_clk),  log mu = d_k + e_k * log1p(impressions / 1000) + f_k * holiday
+* impressions ~ NB2(mu, phi_imp),  log mu = a_k + b_k * log(spend) + c_k * holiday (spend > 0)
+* link clicks ~ NB2(mu, phi_clk),  log mu = d_k + e_k * log(impressions / 1000) + f_k * holiday
 
-with the weakly-informative priors of :data:`PRIORS`, and optional partial pooling of the six
-coefficients across channels. The same priors and likelihood are written once in Stan
-(``pulse_lib/stan/models/channel_response.stan``) and once in PyMC (:func:`build_pymc_model`);
-:func:`fit_channel_model` runs either (PyMC's own NUTS or nutpie's) and returns an
-``arviz.InferenceData`` with the same variable names, so the backends can be compared draw for
-draw. :func:`posterior_params` turns a posterior into :class:`~pulse_lib.funnel.ChannelParams`
-of shape (S, K), and :class:`PosteriorResponse` simulates days from it, vectorized over the S
-posterior draws: parameters are random, so the simulator of Part II carries their uncertainty.
+with the weakly-informative priors of :data:`PRIORS`, predictors centred per channel, every
+coefficient non-centred (coefficient = loc + scale * z), and optional partial pooling of the
+six coefficients across channels. The same priors and likelihood are written once in Stan
+(``pulse_lib/stan/models/channel_response.stan``) and once in PyMC
+(:func:`build_pymc_model`); both read the data :func:`model_data` prepares.
+:func:`fit_channel_model` runs either (PyMC's own NUTS or nutpie's), prints the sampler's
+diagnostics (:func:`fit_diagnostics`) and returns an ``arviz.InferenceData`` with the same
+variable names, so the backends can be compared draw for draw. :func:`cached_fit` stores a
+fit on disk keyed by the data, the program and the settings. :func:`posterior_params` turns a
+posterior into :class:`~pulse_lib.funnel.ChannelParams` of shape (S, K), and
+:class:`PosteriorResponse` simulates days from it, vectorized over the S posterior draws.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from pulse_lib import bayes_compat as bc
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.funnel import ChannelParams, expected_clicks_given_impressions, expected_impressions, validate_funnel
 
@@ -43,23 +48,30 @@ COEFFICIENTS: tuple[str, ...] = (
     "imp_alpha", "imp_spend", "imp_holiday", "clk_alpha", "clk_impressions", "clk_holiday",
 )
 
+#: The coefficients partial pooling shares across channels (the intercepts keep their fixed
+#: prior; see the Stan program's header).
+POOLED_COEFFICIENTS: tuple[str, ...] = (
+    "imp_spend", "imp_holiday", "clk_impressions", "clk_holiday",
+)
+
 #: Weakly-informative priors, shared by the Stan and PyMC models. Each coefficient gets
 #: normal(loc, scale) (no pooling) or is the population mean's prior (partial pooling, where
-#: the population spread gets half-normal(0, tau)). Predictors are centred, so the alphas are
-#: log mean counts on a normal day at the average log spend (or log impressions).
+#: the population spread gets half-normal(0, tau)). Predictors are centred per channel, so
+#: the alphas are log mean counts on a normal day at the channel's average log spend (or log
+#: impressions).
 PRIORS: dict[str, dict[str, float]] = {
-    # e^9 ~ 8,000 impressions a day; +-2 sd spans e^3 (20) to e^15 (3 million): any ad channel.
-    "imp_alpha": {"loc": 9.0, "scale": 3.0, "tau": 1.0},
-    # Elasticity of impressions to log1p(spend): diminishing returns (< 1) expected; +-2 sd
-    # spans -1.5 (implausible, but the data may say so) to 2.5.
-    "imp_spend": {"loc": 0.5, "scale": 1.0, "tau": 0.5},
+    # e^12 ~ 160,000 impressions a day; +-2 sd spans e^6 (400) to e^18 (66 million).
+    "imp_alpha": {"loc": 12.0, "scale": 3.0, "tau": 1.0},
+    # Elasticity of impressions to spend: diminishing returns (< 1) expected; +-2 sd spans
+    # -0.5 (implausible, but the data may say so) to 1.5. Channels differ by ~0.3.
+    "imp_spend": {"loc": 0.5, "scale": 0.5, "tau": 0.3},
     # A holiday changes impressions by at most a factor e^(+-1) ~ 2.7 at 2 sd.
-    "imp_holiday": {"loc": 0.0, "scale": 0.5, "tau": 0.25},
-    # e^4 ~ 55 clicks a day at average impressions; +-2 sd spans 0.1 to 20,000 clicks.
-    "clk_alpha": {"loc": 4.0, "scale": 3.0, "tau": 1.0},
+    "imp_holiday": {"loc": 0.0, "scale": 0.5, "tau": 0.3},
+    # e^8 ~ 3,000 clicks a day at average impressions; +-2 sd spans 7 to 1.2 million.
+    "clk_alpha": {"loc": 8.0, "scale": 3.0, "tau": 1.5},
     # Elasticity of clicks to impressions: 1 means a constant click-through rate; +-2 sd 0 to 2.
-    "clk_impressions": {"loc": 1.0, "scale": 0.5, "tau": 0.5},
-    "clk_holiday": {"loc": 0.0, "scale": 0.5, "tau": 0.25},
+    "clk_impressions": {"loc": 1.0, "scale": 0.5, "tau": 0.2},
+    "clk_holiday": {"loc": 0.0, "scale": 0.5, "tau": 0.3},
 }
 #: Half-normal scale on 1/sqrt(phi) for both dispersions: 0 is the Poisson limit, and
 #: 1/sqrt(phi) = 1 (phi = 1, a coefficient of variation of 100% on top of Poisson noise) is
@@ -90,35 +102,79 @@ _FIELD_OF: dict[str, str] = {
 def model_data(
     frame: pd.DataFrame, pooling: Pooling = "none", predict: bool = False
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Validate a funnel table and build the Stan data dict; return it and the channel names.
+    """Validate a funnel table and build the data both programs read; return it and the
+    channel names.
 
-    Channels are numbered in sorted order of their names, so the result does not depend on the
-    order of rows.
+    Channels are numbered in sorted order of their names, so the result does not depend on
+    the order of rows. Log spend and log(impressions / 1000) are centred on each channel's
+    own mean (over its rows with positive spend, or positive impressions). Rows with zero
+    spend must have zero impressions (zero spend buys zero paid impressions in this model);
+    they, and rows without impressions, carry no information and are left out of the
+    likelihood.
     """
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; choose one of {list(POOLINGS)}")
     table = validate_funnel(frame)
     channels = tuple(sorted(table["channel"].unique()))
     index = {name: i + 1 for i, name in enumerate(channels)}
+    spend = table["spend"].to_numpy(dtype=float)
+    impressions = table["impressions"].to_numpy(dtype=np.int64)
+    bad = (spend == 0) & (impressions > 0)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise SchemaError(
+            f"rows {rows} (sorted by date and channel) have impressions at zero spend; the "
+            "model's paid impressions are zero without spend: drop or correct those rows"
+        )
+    k_index = table["channel"].map(index).to_numpy(dtype=np.int64)
+    spend_pos = spend > 0
+    imp_pos = impressions > 0
+    log_spend = np.log(np.where(spend_pos, spend, 1.0))
+    log_imp = np.log(np.where(imp_pos, impressions, 1.0) / 1000.0)
+    x_spend_mean = np.zeros(len(channels))
+    x_imp_mean = np.zeros(len(channels))
+    for j, name in enumerate(channels):
+        rows = k_index == j + 1
+        if not (rows & spend_pos).any() or not (rows & imp_pos).any():
+            raise SchemaError(
+                f"channel {name!r} has no row with positive spend and impressions: nothing "
+                "to fit"
+            )
+        x_spend_mean[j] = log_spend[rows & spend_pos].mean()
+        x_imp_mean[j] = log_imp[rows & imp_pos].mean()
+    x_spend = np.where(spend_pos, log_spend - x_spend_mean[k_index - 1], 0.0)
+    x_imp = np.where(imp_pos, log_imp - x_imp_mean[k_index - 1], 0.0)
     data: dict[str, Any] = {
         "N": len(table),
         "K": len(channels),
-        "channel": table["channel"].map(index).to_numpy(dtype=np.int64),
-        "spend": table["spend"].to_numpy(dtype=float),
+        "channel": k_index,
         "holiday": table["holiday"].to_numpy(dtype=float),
-        "impressions": table["impressions"].to_numpy(dtype=np.int64),
+        "impressions": impressions,
         "clicks": table["clicks"].to_numpy(dtype=np.int64),
+        "N_imp": int(spend_pos.sum()),
+        "imp_rows": np.flatnonzero(spend_pos) + 1,
+        "N_clk": int(imp_pos.sum()),
+        "clk_rows": np.flatnonzero(imp_pos) + 1,
+        "x_spend": x_spend,
+        "x_imp": x_imp,
+        "x_spend_mean": x_spend_mean,
+        "x_imp_mean": x_imp_mean,
+        "spend_pos": spend_pos.astype(np.int64),
         "pooled": int(pooling == "partial"),
+        "P": len(POOLED_COEFFICIENTS),
+        "pooled_index": np.array([COEFFICIENTS.index(c) + 1 for c in POOLED_COEFFICIENTS]),
         "predict": int(bool(predict)),
         "prior_loc": np.array([PRIORS[c]["loc"] for c in COEFFICIENTS]),
         "prior_scale": np.array([PRIORS[c]["scale"] for c in COEFFICIENTS]),
         "tau_scale": np.array([PRIORS[c]["tau"] for c in COEFFICIENTS]),
         "inv_sqrt_phi_scale": INV_SQRT_PHI_SCALE,
     }
-    clicks_total = table.groupby("channel")["clicks"].sum().reindex(list(channels)).to_numpy()
-    data["_clicks_total"] = clicks_total
+    by_channel = table.groupby("channel")
+    data["_clicks_total"] = by_channel["clicks"].sum().reindex(list(channels)).to_numpy()
     if "acquisitions" in table:
-        data["_acquisitions_total"] = table.groupby("channel")["acquisitions"].sum().reindex(list(channels)).to_numpy()
+        data["_acquisitions_total"] = (
+            by_channel["acquisitions"].sum().reindex(list(channels)).to_numpy()
+        )
     return data, channels
 
 
@@ -155,8 +211,6 @@ def _fit_cmdstan(
     data: Mapping[str, Any], channels: Sequence[str], draws: int, tune: int, chains: int, seed: int,
     cores: int, progress: bool, cache: Path | None,
 ) -> Any:
-    import arviz as az
-
     start = time.perf_counter()
     model = compile_stan_model(cache=cache)
     compiled = time.perf_counter()
@@ -175,10 +229,11 @@ def _fit_cmdstan(
         logger.setLevel(level)
     sampled = time.perf_counter()
     predict = bool(data["predict"])
-    coords = {"channel": list(channels), "row": np.arange(data["N"]), "coef": list(COEFFICIENTS)}
+    coords = {"channel": list(channels), "row": np.arange(data["N"]), "coef": list(COEFFICIENTS),
+              "pooled_coef": list(POOLED_COEFFICIENTS)}
     dims = {name: ["channel"] for name in (*COEFFICIENTS, "imp_inv_sqrt_phi", "clk_inv_sqrt_phi",
                                            "imp_phi", "clk_phi", "imp_intercept", "clk_intercept")}
-    dims.update({"hyper_mu": ["coef"], "hyper_tau": ["coef"]})
+    dims.update({"hyper_mu": ["pooled_coef"], "hyper_tau": ["pooled_coef"], "z": ["coef", "channel"]})
     kwargs: dict[str, Any] = {}
     if predict:
         dims.update({v: ["row"] for v in ("impressions_rep", "clicks_rep", "log_lik", "impressions", "clicks")})
@@ -188,13 +243,14 @@ def _fit_cmdstan(
         kwargs = dict(log_likelihood=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        idata = az.from_cmdstanpy(fit, coords=coords, dims=dims, **kwargs)
-    drop = [v for v in ("impressions_rep", "clicks_rep", "log_lik") if v in idata.posterior]
+        idata = bc.from_cmdstanpy(fit, coords=coords, dims=dims, **kwargs)
+    post = bc.get_group(idata, "posterior")
+    drop = [v for v in ("impressions_rep", "clicks_rep", "log_lik") if v in post]
     if drop:  # empty arrays when predict = 0
-        idata.posterior = idata.posterior.drop_vars(drop)
+        bc.set_group(idata, "posterior", post.drop_vars(drop))
     if predict:
-        idata.posterior_predictive = idata.posterior_predictive.rename(
-            {"impressions_rep": "impressions", "clicks_rep": "clicks"})
+        bc.set_group(idata, "posterior_predictive", bc.get_group(idata, "posterior_predictive").rename(
+            {"impressions_rep": "impressions", "clicks_rep": "clicks"}))
     return idata, compiled - start, sampled - compiled
 
 
@@ -207,33 +263,54 @@ def build_pymc_model(data: Mapping[str, Any], channels: Sequence[str]) -> Any:
     import pytensor.tensor as pt
 
     k_index = np.asarray(data["channel"]) - 1
-    x_spend = np.log1p(np.asarray(data["spend"], dtype=float))
-    x_imp = np.log1p(np.asarray(data["impressions"], dtype=float) / 1000.0)
-    x_spend_mean, x_imp_mean = x_spend.mean(), x_imp.mean()
+    imp_rows = np.asarray(data["imp_rows"]) - 1
+    clk_rows = np.asarray(data["clk_rows"]) - 1
     holiday = np.asarray(data["holiday"], dtype=float)
-    coords = {"channel": list(channels), "row": np.arange(data["N"]), "coef": list(COEFFICIENTS)}
+    x_spend = np.asarray(data["x_spend"], dtype=float)
+    x_imp = np.asarray(data["x_imp"], dtype=float)
+    coords = {
+        "channel": list(channels), "coef": list(COEFFICIENTS),
+        "pooled_coef": list(POOLED_COEFFICIENTS), "imp_row": imp_rows, "clk_row": clk_rows,
+    }
     with pm.Model(coords=coords) as model:
+        loc = pt.as_tensor(np.asarray(data["prior_loc"], dtype=float))
+        scale = pt.as_tensor(np.asarray(data["prior_scale"], dtype=float))
         if data["pooled"]:
-            hyper_mu = pm.Normal("hyper_mu", mu=data["prior_loc"], sigma=data["prior_scale"], dims="coef")
-            hyper_tau = pm.HalfNormal("hyper_tau", sigma=data["tau_scale"], dims="coef")
-            loc, scale = hyper_mu, hyper_tau
-        else:
-            loc, scale = data["prior_loc"], data["prior_scale"]
-        coef = {name: pm.Normal(name, mu=loc[j], sigma=scale[j], dims="channel") for j, name in enumerate(COEFFICIENTS)}
-        imp_isp = pm.HalfNormal("imp_inv_sqrt_phi", sigma=data["inv_sqrt_phi_scale"], dims="channel")
-        clk_isp = pm.HalfNormal("clk_inv_sqrt_phi", sigma=data["inv_sqrt_phi_scale"], dims="channel")
+            index = np.asarray(data["pooled_index"]) - 1
+            hyper_mu = pm.Normal("hyper_mu", mu=np.asarray(data["prior_loc"])[index],
+                                 sigma=np.asarray(data["prior_scale"])[index],
+                                 dims="pooled_coef")
+            hyper_tau = pm.HalfNormal("hyper_tau", sigma=np.asarray(data["tau_scale"])[index],
+                                      dims="pooled_coef")
+            loc = pt.set_subtensor(loc[index], hyper_mu)
+            scale = pt.set_subtensor(scale[index], hyper_tau)
+        z = pm.Normal("z", 0.0, 1.0, dims=("coef", "channel"))
+        coef = {
+            name: pm.Deterministic(name, loc[j] + scale[j] * z[j], dims="channel")
+            for j, name in enumerate(COEFFICIENTS)
+        }
+        sigma = data["inv_sqrt_phi_scale"]
+        imp_isp = pm.HalfNormal("imp_inv_sqrt_phi", sigma=sigma, dims="channel")
+        clk_isp = pm.HalfNormal("clk_inv_sqrt_phi", sigma=sigma, dims="channel")
         imp_phi = pm.Deterministic("imp_phi", 1.0 / pt.sqr(imp_isp), dims="channel")
         clk_phi = pm.Deterministic("clk_phi", 1.0 / pt.sqr(clk_isp), dims="channel")
-        pm.Deterministic("imp_intercept", coef["imp_alpha"] - coef["imp_spend"] * x_spend_mean, dims="channel")
-        pm.Deterministic("clk_intercept", coef["clk_alpha"] - coef["clk_impressions"] * x_imp_mean, dims="channel")
-        eta_imp = (coef["imp_alpha"][k_index] + coef["imp_spend"][k_index] * (x_spend - x_spend_mean)
-                   + coef["imp_holiday"][k_index] * holiday)
-        eta_clk = (coef["clk_alpha"][k_index] + coef["clk_impressions"][k_index] * (x_imp - x_imp_mean)
-                   + coef["clk_holiday"][k_index] * holiday)
-        pm.NegativeBinomial("impressions", mu=pt.exp(eta_imp), alpha=imp_phi[k_index],
-                            observed=data["impressions"], dims="row")
-        pm.NegativeBinomial("clicks", mu=pt.exp(eta_clk), alpha=clk_phi[k_index],
-                            observed=data["clicks"], dims="row")
+        pm.Deterministic(
+            "imp_intercept", coef["imp_alpha"] - coef["imp_spend"] * data["x_spend_mean"],
+            dims="channel",
+        )
+        pm.Deterministic(
+            "clk_intercept",
+            coef["clk_alpha"] - coef["clk_impressions"] * data["x_imp_mean"], dims="channel",
+        )
+        ki, kc = k_index[imp_rows], k_index[clk_rows]
+        eta_imp = (coef["imp_alpha"][ki] + coef["imp_spend"][ki] * x_spend[imp_rows]
+                   + coef["imp_holiday"][ki] * holiday[imp_rows])
+        eta_clk = (coef["clk_alpha"][kc] + coef["clk_impressions"][kc] * x_imp[clk_rows]
+                   + coef["clk_holiday"][kc] * holiday[clk_rows])
+        pm.NegativeBinomial("impressions", mu=pt.exp(eta_imp), alpha=imp_phi[ki],
+                            observed=np.asarray(data["impressions"])[imp_rows], dims="imp_row")
+        pm.NegativeBinomial("clicks", mu=pt.exp(eta_clk), alpha=clk_phi[kc],
+                            observed=np.asarray(data["clicks"])[clk_rows], dims="clk_row")
     return model
 
 
@@ -256,18 +333,31 @@ def _fit_pymc(
             idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
                                   progress_bar=progress, save_warmup=False)
             if predict:
-                pm.compute_log_likelihood(idata, progressbar=False)
+                bc.compute_log_likelihood(idata)
         else:
-            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
-                              progressbar=progress, idata_kwargs={"log_likelihood": predict},
-                              compute_convergence_checks=False)
+            idata = bc.pymc_sample(draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
+                                   progress=progress, log_likelihood=predict)
         if predict:
             pm.sample_posterior_predictive(idata, random_seed=seed, progressbar=False, extend_inferencedata=True)
     total = time.perf_counter() - start
     sampling_seconds = total - (0.0 if np.isnan(compile_seconds) else compile_seconds)
-    if predict:
-        ll = idata.log_likelihood
-        idata.log_likelihood = (ll["impressions"] + ll["clicks"]).to_dataset(name="log_lik")
+    if predict:  # per row of the table, as the Stan program reports them (0 where exact)
+        rows = np.arange(data["N"])
+
+        def per_row(values: Any, dim: str) -> Any:
+            return values.rename({dim: "row"}).reindex(row=rows, fill_value=0)
+
+        import xarray as xr
+
+        ll = bc.get_group(idata, "log_likelihood")
+        bc.set_group(idata, "log_likelihood", (
+            per_row(ll["impressions"], "imp_row") + per_row(ll["clicks"], "clk_row")
+        ).to_dataset(name="log_lik"))
+        pp = bc.get_group(idata, "posterior_predictive")
+        bc.set_group(idata, "posterior_predictive", xr.Dataset({
+            "impressions": per_row(pp["impressions"], "imp_row"),
+            "clicks": per_row(pp["clicks"], "clk_row"),
+        }, attrs=pp.attrs))
     return idata, compile_seconds, sampling_seconds
 
 
@@ -286,8 +376,13 @@ def fit_channel_model(
     cores: int = 1,
     progress: bool = False,
     stan_cache: Path | None = None,
+    report: bool = True,
 ) -> Any:
     """Fit the channel response model to a funnel table; return an ``arviz.InferenceData``.
+
+    ``report=True`` (the default) prints the sampler's diagnostics in one line
+    (:func:`fit_diagnostics`: divergences, max R-hat, min bulk and tail ESS); they are also
+    stored in the posterior's attributes (``pulse_divergences``, ...).
 
     ``frame`` is any table of the funnel schema (validated with
     :func:`pulse_lib.funnel.validate_funnel`; ``acquisitions`` is optional). ``backend`` is
@@ -325,14 +420,93 @@ def fit_channel_model(
         totals["acquisitions_total"] = xr.DataArray(
             data["_acquisitions_total"], dims="channel", coords={"channel": list(channels)})
     totals_ds = xr.Dataset(totals)
-    if "constant_data" in idata.groups():
-        idata.constant_data = idata.constant_data.merge(totals_ds)
+    if bc.has_group(idata, "constant_data"):
+        bc.set_group(idata, "constant_data", bc.get_group(idata, "constant_data").merge(totals_ds))
     else:
-        idata.add_groups(constant_data=totals_ds)
+        bc.set_group(idata, "constant_data", totals_ds)
     idata.posterior.attrs.update({
         "pulse_backend": backend, "pulse_pooling": pooling,
         "pulse_compile_seconds": float(compile_s), "pulse_sampling_seconds": float(sample_s),
     })
+    diagnostics = fit_diagnostics(idata)
+    idata.posterior.attrs.update({f"pulse_{k}": v for k, v in diagnostics.items()})
+    if report:
+        print(format_diagnostics(diagnostics, f"{backend}, pooling={pooling}"))
+    return idata
+
+
+def fit_diagnostics(idata: Any, var_names: Sequence[str] = SUMMARY_VARS) -> dict[str, Any]:
+    """The sampler's health in four numbers, over ``var_names`` (every channel).
+
+    ``divergences`` (post-warmup divergent transitions; any is a warning), ``max_r_hat``
+    (rank-normalised split R-hat; < 1.01 is the usual bar; NaN with one chain),
+    ``min_ess_bulk`` and ``min_ess_tail`` (effective sample sizes; a few hundred is enough
+    for means and 90 % intervals), and ``draws`` (post-warmup draws over all chains).
+    """
+    post = bc.get_group(idata, "posterior")
+    names = [v for v in var_names if v in post]
+    if not names:
+        raise SchemaError(f"the posterior has none of the variables {list(var_names)}")
+    n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
+    ess_bulk = bc.ess(idata, var_names=names, method="bulk").to_array()
+    ess_tail = bc.ess(idata, var_names=names, method="tail").to_array()
+    r_hat = (
+        float(bc.rhat(idata, var_names=names).to_array().max()) if n_chains > 1 else float("nan")
+    )
+    stats = bc.get_group(idata, "sample_stats") if bc.has_group(idata, "sample_stats") else None
+    diverging = int(stats["diverging"].sum()) if stats is not None and "diverging" in stats else 0
+    return {
+        "divergences": diverging,
+        "max_r_hat": r_hat,
+        "min_ess_bulk": float(ess_bulk.min()),
+        "min_ess_tail": float(ess_tail.min()),
+        "draws": int(n_chains * n_draws),
+    }
+
+
+def format_diagnostics(diagnostics: Mapping[str, Any], label: str = "fit") -> str:
+    """One line: ``label: 0 divergences in 600 draws, max R-hat 1.003, min ESS bulk ...``."""
+    d = diagnostics
+    return (
+        f"{label}: {d['divergences']} divergences in {d['draws']} draws, "
+        f"max R-hat {d['max_r_hat']:.3f}, min ESS bulk {d['min_ess_bulk']:.0f}, "
+        f"tail {d['min_ess_tail']:.0f}"
+    )
+
+
+def cached_fit(frame: pd.DataFrame, cache_dir: Path | None = None, **kwargs: Any) -> Any:
+    """:func:`fit_channel_model`, stored on disk and reused when nothing changed.
+
+    The key hashes the validated table, the Stan program, the priors and every keyword
+    argument, so a change to any of them fits again. Fits live in ``cache_dir`` (default
+    ``datasets/generated/fits``, ignored by git) as NetCDF files written atomically.
+    """
+    import json
+
+    from pulse_lib.io import atomic_path
+    from pulse_lib.stan import model_file
+
+    table = validate_funnel(frame)
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    digest.update(model_file("channel_response").read_bytes())
+    settings = {k: v for k, v in kwargs.items() if k not in ("progress", "report", "cores")}
+    digest.update(json.dumps([PRIORS, INV_SQRT_PHI_SCALE, settings], sort_keys=True,
+                             default=str).encode())
+    if cache_dir is None:
+        from pulse_lib.book import generated_dir
+
+        cache_dir = generated_dir() / "fits"
+    path = Path(cache_dir) / f"channel_response-{digest.hexdigest()[:20]}.nc"
+    if path.is_file():
+        idata = bc.from_netcdf(path)
+        if kwargs.get("report", True):
+            print(format_diagnostics(fit_diagnostics(idata), f"cached fit {path.name}"))
+        return idata
+    idata = fit_channel_model(table, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        bc.to_netcdf(idata, tmp)
     return idata
 
 
@@ -340,7 +514,7 @@ def fit_channel_model(
 
 
 def _channels_of(idata: Any) -> tuple[str, ...]:
-    return tuple(str(c) for c in idata.posterior["channel"].values)
+    return tuple(str(c) for c in bc.get_group(idata, "posterior")["channel"].values)
 
 
 def posterior_params(idata: Any, seed: int = 0, max_draws: int | None = None) -> ChannelParams:
@@ -352,7 +526,7 @@ def posterior_params(idata: Any, seed: int = 0, max_draws: int | None = None) ->
     :data:`CONVERSION_PRIOR`; when the fitted table had no ``acquisitions`` column they are drawn
     from that prior alone (and a warning says so).
     """
-    post = idata.posterior
+    post = bc.get_group(idata, "posterior")
     missing = [v for v in SUMMARY_VARS if v not in post]
     if missing:
         raise SchemaError(f"the posterior lacks variable(s) {missing}; fit it with fit_channel_model")
@@ -367,7 +541,7 @@ def posterior_params(idata: Any, seed: int = 0, max_draws: int | None = None) ->
     channels = _channels_of(idata)
     rng = np.random.default_rng(seed)
     a0, b0 = CONVERSION_PRIOR
-    const = idata.constant_data if "constant_data" in idata.groups() else {}
+    const = bc.get_group(idata, "constant_data") if bc.has_group(idata, "constant_data") else {}
     if "acquisitions_total" in const and "clicks_total" in const:
         acq = const["acquisitions_total"].sel(channel=list(channels)).values.astype(float)
         clk = const["clicks_total"].sel(channel=list(channels)).values.astype(float)
@@ -508,7 +682,7 @@ def coverage_table(idata: Any, truth: ChannelParams, prob: float = 0.9) -> pd.Da
     the generating value. One row per (parameter, channel)."""
     if not 0 < prob < 1:
         raise ConfigError(f"prob must lie in (0, 1), got {prob}")
-    post = idata.posterior
+    post = bc.get_group(idata, "posterior")
     channels = _channels_of(idata)
     unknown = [c for c in channels if c not in truth.channels]
     if unknown:
@@ -536,11 +710,9 @@ def compare_posteriors(
     ``|mean_a - mean_b| <= z * that``; z = 4 keeps the chance of a false alarm across ~30
     parameters under 0.2% (normal tails).
     """
-    import arviz as az
-
     rows = []
-    # round_to="none": ArviZ rounds summaries for display by default, which would quantize z.
-    summaries = [az.summary(d, var_names=list(var_names), kind="all", round_to="none") for d in (idata_a, idata_b)]
+    # Not rounded: ArviZ rounds summaries for display by default, which would quantize z.
+    summaries = [bc.summary(d, var_names=list(var_names), kind="all") for d in (idata_a, idata_b)]
     for label in summaries[0].index:
         a, b = summaries[0].loc[label], summaries[1].loc[label]
         se = float(np.hypot(a["mcse_mean"], b["mcse_mean"]))
@@ -555,25 +727,29 @@ def prior_predictive(frame: pd.DataFrame, n_draws: int, seed: int = 0) -> dict[s
     """Impressions and clicks drawn from the priors of :data:`PRIORS` (no pooling), per row.
 
     Returns arrays of shape (n_draws, N) for the validated table's rows (sorted by date and
-    channel). Clicks are drawn given the observed impressions, as the model conditions on them.
-    Means are capped at 1e12 so extreme prior draws do not overflow the sampler.
+    channel), with the predictors :func:`model_data` builds (centred per channel). Clicks
+    are drawn given the observed impressions, as the model conditions on them. Means are
+    capped at 1e12 so extreme prior draws do not overflow the sampler.
     """
-    table = validate_funnel(frame)
+    data, _ = model_data(frame)
     rng = np.random.default_rng(seed)
-    x_spend = np.log1p(table["spend"].to_numpy())
-    x_imp = np.log1p(table["impressions"].to_numpy() / 1000.0)
-    hol = table["holiday"].to_numpy(dtype=float)
-    k_index = pd.Categorical(table["channel"], categories=sorted(table["channel"].unique())).codes
-    n_ch = int(k_index.max()) + 1
+    k_index = np.asarray(data["channel"]) - 1
+    n_ch = int(data["K"])
+    hol = np.asarray(data["holiday"])
     coef = {c: rng.normal(PRIORS[c]["loc"], PRIORS[c]["scale"], size=(n_draws, n_ch))[:, k_index]
             for c in COEFFICIENTS}
-    phi = {p: 1.0 / np.square(np.abs(rng.normal(0, INV_SQRT_PHI_SCALE, size=(n_draws, n_ch))))[:, k_index]
-           for p in ("imp", "clk")}
-    eta_imp = coef["imp_alpha"] + coef["imp_spend"] * (x_spend - x_spend.mean()) + coef["imp_holiday"] * hol
-    eta_clk = coef["clk_alpha"] + coef["clk_impressions"] * (x_imp - x_imp.mean()) + coef["clk_holiday"] * hol
+    phi = {p: 1.0 / np.square(np.abs(rng.normal(0, INV_SQRT_PHI_SCALE, size=(n_draws, n_ch))))
+           [:, k_index] for p in ("imp", "clk")}
+    eta_imp = coef["imp_alpha"] + coef["imp_spend"] * data["x_spend"] + coef["imp_holiday"] * hol
+    eta_clk = (coef["clk_alpha"] + coef["clk_impressions"] * data["x_imp"]
+               + coef["clk_holiday"] * hol)
 
-    def nb(eta: np.ndarray, phi_: np.ndarray) -> np.ndarray:
+    def nb(eta: np.ndarray, phi_: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mu = np.exp(np.minimum(eta, np.log(1e12)))
-        return rng.poisson(np.minimum(rng.gamma(shape=phi_, scale=mu / phi_), 1e12))
+        draws = rng.poisson(np.minimum(rng.gamma(shape=phi_, scale=mu / phi_), 1e12))
+        return np.where(mask, draws, 0)
 
-    return {"impressions": nb(eta_imp, phi["imp"]), "clicks": nb(eta_clk, phi["clk"])}
+    return {
+        "impressions": nb(eta_imp, phi["imp"], np.asarray(data["spend_pos"]) == 1),
+        "clicks": nb(eta_clk, phi["clk"], np.asarray(data["impressions"]) > 0),
+    }

@@ -1,20 +1,35 @@
 """The daily marketing funnel: budget -> impressions -> link clicks -> acquisitions, per channel.
 
 This is the data of Part I and the dynamics of Part II, after the PyCon APAC 2018 talk
-"Implementing Reinforcement Learning for Marketing Channel Optimization with Python":
+"Implementing Reinforcement Learning for Marketing Channel Optimization with Python". Version 2
+of the book's model (version 1 is in the git history):
 
-* impressions  ~ NegBinomial(mu_imp, phi_imp),  log mu_imp = a + b * log1p(spend) + c * holiday
-* link clicks  ~ NegBinomial(mu_clk, phi_clk),  log mu_clk = d + e * log1p(impressions / 1000) + f * holiday
-* acquisitions ~ Binomial(clicks, conversion rate)
+* paid impressions ~ NegBinomial(mu_imp, phi_imp),
+  log mu_imp = a + b * log(spend) + c * holiday, and exactly 0 at zero spend;
+* link clicks on those ads ~ NegBinomial(mu_clk, phi_clk),
+  log mu_clk = d + e * log(impressions / 1000) + f * holiday, and 0 without impressions;
+* acquisitions ~ Binomial(clicks, conversion rate);
+* organic clicks (search results, direct visits) arrive whatever is spent:
+  :func:`organic_clicks`. No allocation changes them.
 
-Spend is in thousands of currency units per channel and day. The talk writes log mu linear in
-the action; we put spend on a log scale (``log1p``) so returns diminish, as they do in every
-marketing-mix model. NegBinomial is the NB2 form: variance = mu + mu**2 / phi.
+Spend is in thousands of currency units per channel and day. The elasticity ``b < 1`` gives
+diminishing returns; zero spend buys zero paid impressions (version 1 used ``log1p(spend)``
+and an intercept, so zero spend still bought thousands of impressions a day, an
+extrapolation below anything logged). Channels differ in elasticity, level and holiday lift,
+so how a budget is split across channels and days matters. NegBinomial is the NB2 form:
+variance = mu + mu**2 / phi.
 
-The module holds the table schema and its validating loader (any real table of this schema loads
-without code changes), the ground-truth parameters of the book's synthetic data, a vectorized
-simulator of a day (used by the generator and by Part II's environment), a human-like historical
-spending policy, and the talk's reward.
+The talk regresses both counts on the action (spend) and the holiday flag; here clicks are
+regressed on impressions (a click needs an impression). Its reward is a log-based function of
+clicks net of spend; ours (:func:`reward`) is the value of the day's clicks net of spend, in
+thousands of currency: a per-channel log would make the best split independent of how
+efficient each channel is. Both are deviations the chapters' reproduction tables list.
+
+The module holds the table schema and its validating loader (any real table of this schema
+loads without code changes; a spend-unit check catches raw currency passed as thousands), the
+ground-truth parameters of the book's synthetic data, a vectorized simulator of a day (used
+by the generator and by Part II's environment), exact expected clicks for planners, a
+human-like historical spending policy, and the reward.
 """
 
 from __future__ import annotations
@@ -46,8 +61,16 @@ OPTIONAL_COLUMNS: dict[str, str] = {
 }
 COUNT_COLUMNS: tuple[str, ...] = ("impressions", "clicks", "acquisitions")
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2
 DATASET_SEED = 2018
+#: First day and length of the shipped table.
+DATASET_START = "2016-07-01"
+DATASET_DAYS = 730
+
+#: Plausible cost per thousand impressions (CPM), in currency units, for the spend-unit
+#: check of :func:`check_spend_units`. Real CPMs run from cents to a few hundred in any major
+#: currency; spend in raw currency read as thousands inflates the implied CPM 1,000-fold.
+CPM_RANGE: tuple[float, float] = (0.01, 1000.0)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -59,12 +82,12 @@ class ChannelParams:
     """
 
     channels: tuple[str, ...]
-    imp_intercept: np.ndarray  #: a: log mean impressions at zero spend on a normal day
-    imp_spend: np.ndarray  #: b: elasticity of impressions to log1p(spend)
+    imp_intercept: np.ndarray  #: a: log mean impressions at spend 1 (thousand), normal day
+    imp_spend: np.ndarray  #: b: elasticity of impressions to spend (log-log)
     imp_holiday: np.ndarray  #: c: holiday effect on log mean impressions
     imp_phi: np.ndarray  #: NB2 dispersion of impressions
-    clk_intercept: np.ndarray  #: d: log mean clicks at zero impressions
-    clk_impressions: np.ndarray  #: e: elasticity of clicks to log1p(impressions / 1000)
+    clk_intercept: np.ndarray  #: d: log mean clicks at 1,000 impressions, normal day
+    clk_impressions: np.ndarray  #: e: elasticity of clicks to impressions (log-log)
     clk_holiday: np.ndarray  #: f: holiday effect on log mean clicks
     clk_phi: np.ndarray  #: NB2 dispersion of clicks
     conversion: np.ndarray  #: probability that a click becomes an acquisition
@@ -137,25 +160,41 @@ class ChannelParams:
         return pd.DataFrame({n: getattr(self, n) for n in self.ARRAY_FIELDS}, index=list(self.channels))
 
 
-#: The ground truth behind the book's synthetic funnel data (version 1).
+#: The ground truth behind the book's synthetic funnel data (version 2). At the historical
+#: mean spend (search 27, social 20, display 13.6, video 6.8 thousand a day) the channels
+#: return about 2.8, 2.4, 1.0 and 2.0 times their spend in click value, with elasticities
+#: b * e of 0.35, 0.70, 0.50 and 0.75: search is large but saturated, display poor, social
+#: and video respond strongly, social and video far more on holidays.
 TRUE_PARAMS = ChannelParams(
     channels=("search", "social", "display", "video"),
-    imp_intercept=np.array([7.5, 8.0, 8.5, 7.0]),
-    imp_spend=np.array([1.10, 1.00, 0.90, 1.20]),
-    imp_holiday=np.array([0.15, 0.25, 0.10, 0.20]),
-    imp_phi=np.array([20.0, 15.0, 10.0, 12.0]),
-    clk_intercept=np.array([2.0, 1.5, 0.6, 1.0]),
-    clk_impressions=np.array([1.00, 0.95, 0.90, 0.95]),
-    clk_holiday=np.array([0.10, 0.20, 0.05, 0.15]),
-    clk_phi=np.array([30.0, 20.0, 15.0, 15.0]),
-    conversion=np.array([0.050, 0.030, 0.020, 0.030]),
+    imp_intercept=np.array([13.3, 12.7, 13.7, 12.5]),
+    imp_spend=np.array([0.35, 0.74, 0.50, 0.83]),
+    imp_holiday=np.array([0.05, 0.50, 0.00, 0.60]),
+    imp_phi=np.array([30.0, 15.0, 20.0, 12.0]),
+    clk_intercept=np.array([3.0, 2.5, 0.7, 2.3]),
+    clk_impressions=np.array([1.00, 0.95, 1.00, 0.90]),
+    clk_holiday=np.array([0.05, 0.22, 0.00, 0.36]),
+    clk_phi=np.array([40.0, 20.0, 25.0, 15.0]),
+    conversion=np.array([0.050, 0.020, 0.010, 0.015]),
 )
 
-#: Holidays of the synthetic calendar, as (month, day): fixed public holidays and a year-end
-#: and a mid-year travel season, when a travel marketplace sells most.
+#: Value of one link click, in currency units (what the business earns per click on average).
+VALUE_PER_CLICK = 2.0
+#: Price of spend in the reward: reward units (thousands of currency) per thousand spent.
+DEFAULT_COST_WEIGHT = 1.0
+#: Organic clicks a day on a normal day (search results, direct visits), and their holiday
+#: effect on the log scale. No spend changes them.
+ORGANIC_CLICKS = 60_000.0
+ORGANIC_HOLIDAY = 0.3
+
+#: Holidays of the synthetic calendar, as (month, day): fixed public holidays, a mid-year
+#: travel week and a year-end season, when a travel marketplace sells most (31 days a year).
 HOLIDAYS_MONTH_DAY: tuple[tuple[int, int], ...] = (
-    (1, 1), (2, 16), (3, 28), (4, 14), (5, 1), (5, 10), (6, 1), (6, 14), (6, 15), (6, 16),
-    (6, 17), (8, 17), (12, 24), (12, 25), (12, 26), (12, 31),
+    (1, 1), (2, 16), (3, 28), (4, 14), (5, 1), (5, 10), (6, 1),
+    (6, 14), (6, 15), (6, 16), (6, 17), (6, 18), (6, 19), (6, 20),
+    (8, 17), (10, 2),
+    (12, 20), (12, 21), (12, 22), (12, 23), (12, 24), (12, 25), (12, 26), (12, 27),
+    (12, 28), (12, 29), (12, 30), (12, 31), (11, 25), (9, 10), (7, 4),
 )
 
 
@@ -169,25 +208,75 @@ def holiday_flags(dates: pd.DatetimeIndex | np.ndarray | list[Any]) -> np.ndarra
 # --- the funnel's mean and a vectorized simulator ---------------------------------------------
 
 
-def expected_impressions(params: ChannelParams, spend: np.ndarray, holiday: np.ndarray) -> np.ndarray:
-    """E[impressions] for spend of shape (..., K) and holiday broadcastable to (..., 1)."""
+def _holiday_like(holiday: Any, x: np.ndarray) -> np.ndarray:
+    hol = np.asarray(holiday, dtype=float)
+    return hol[..., None] if hol.ndim == x.ndim - 1 else hol
+
+
+def _safe_log(x: np.ndarray) -> np.ndarray:
+    return np.log(np.where(x > 0, x, 1.0))
+
+
+def expected_impressions(
+    params: ChannelParams, spend: np.ndarray, holiday: np.ndarray
+) -> np.ndarray:
+    """E[impressions] for spend of shape (..., K); 0 where spend is 0.
+
+    ``holiday`` has the batch shape (...,) or broadcasts to (..., K).
+    """
     spend = np.asarray(spend, dtype=float)
-    hol = np.asarray(holiday, dtype=float)[..., None] if np.ndim(holiday) == spend.ndim - 1 else holiday
-    return np.exp(params.imp_intercept + params.imp_spend * np.log1p(spend) + params.imp_holiday * hol)
+    hol = _holiday_like(holiday, spend)
+    mu = np.exp(
+        params.imp_intercept + params.imp_spend * _safe_log(spend) + params.imp_holiday * hol
+    )
+    return np.where(spend > 0, mu, 0.0)
 
 
 def expected_clicks_given_impressions(
     params: ChannelParams, impressions: np.ndarray, holiday: np.ndarray
 ) -> np.ndarray:
-    """E[clicks | impressions] for impressions of shape (..., K)."""
+    """E[clicks | impressions] for impressions of shape (..., K); 0 without impressions."""
     imp = np.asarray(impressions, dtype=float)
-    hol = np.asarray(holiday, dtype=float)[..., None] if np.ndim(holiday) == imp.ndim - 1 else holiday
-    return np.exp(params.clk_intercept + params.clk_impressions * np.log1p(imp / 1000.0) + params.clk_holiday * hol)
+    hol = _holiday_like(holiday, imp)
+    mu = np.exp(
+        params.clk_intercept
+        + params.clk_impressions * _safe_log(imp / 1000.0)
+        + params.clk_holiday * hol
+    )
+    return np.where(imp > 0, mu, 0.0)
+
+
+def expected_clicks(params: ChannelParams, spend: np.ndarray, holiday: np.ndarray) -> np.ndarray:
+    """E[clicks | spend] for spend of shape (..., K), averaging over the day's impressions.
+
+    Impressions are a gamma-Poisson mixture; at these counts the Poisson part is negligible,
+    so E[(impressions / 1000)^e] = (mu / (1000 phi))^e Gamma(phi + e) / Gamma(phi) (the
+    gamma's moment). With mu = exp(a + b log s + c h) the result is a power law in spend,
+    ``V * s^(b e)``, which the planners of :mod:`pulse_lib.budget_env` use in closed form.
+    """
+    from scipy.special import gammaln
+
+    spend = np.asarray(spend, dtype=float)
+    mu = expected_impressions(params, spend, holiday)
+    e = params.clk_impressions
+    phi = params.imp_phi
+    moment = np.exp(gammaln(phi + e) - gammaln(phi) - e * np.log(phi))
+    hol = _holiday_like(holiday, spend)
+    clicks = np.exp(
+        params.clk_intercept + e * _safe_log(mu / 1000.0) + params.clk_holiday * hol
+    )
+    return np.where(mu > 0, clicks * moment, 0.0)
+
+
+def organic_clicks(holiday: np.ndarray | float) -> np.ndarray:
+    """Expected organic clicks of a day (any shape of holiday flags): no spend changes them."""
+    return ORGANIC_CLICKS * np.exp(ORGANIC_HOLIDAY * np.asarray(holiday, dtype=float))
 
 
 def _negative_binomial(rng: np.random.Generator, mu: np.ndarray, phi: np.ndarray) -> np.ndarray:
     mu, phi = np.broadcast_arrays(np.asarray(mu, float), np.asarray(phi, float))
-    # NB2 as a gamma-Poisson mixture: stable for large mu, exact in distribution.
+    # NB2 as a gamma-Poisson mixture: stable for large mu, exact in distribution. A zero
+    # mean gives a zero count (the gamma's scale is 0).
     return rng.poisson(rng.gamma(shape=phi, scale=mu / phi))
 
 
@@ -199,48 +288,59 @@ def simulate_funnel(
 ) -> dict[str, np.ndarray]:
     """Draw one day's impressions, clicks and acquisitions for every channel.
 
-    ``spend`` has shape (..., K) (any batch shape); ``holiday`` has the batch shape (...,) or is a
-    scalar. Parameters of shape (K,) or (S, K) broadcast against the batch, so a batch of shape
-    (S, K) with posterior draws simulates S environments at once. Returns integer arrays of the
-    batch shape (..., K).
+    ``spend`` has shape (..., K) (any batch shape); ``holiday`` has the batch shape (...,) or
+    is a scalar. Parameters of shape (K,) or (S, K) broadcast against the batch, so a batch
+    of shape (S, K) with posterior draws simulates S environments at once. Returns integer
+    arrays of the batch shape (..., K). Zero spend gives zero impressions and clicks.
     """
     spend = np.asarray(spend, dtype=float)
     if spend.ndim == 0 or spend.shape[-1] != params.n_channels:
-        raise SchemaError(f"spend must have shape (..., {params.n_channels}); got {spend.shape}")
+        raise SchemaError(
+            f"spend must have shape (..., {params.n_channels}) for channels "
+            f"{list(params.channels)}; got {spend.shape}"
+        )
     if not np.all(np.isfinite(spend)) or np.any(spend < 0):
         raise SchemaError("spend must be finite and >= 0")
     holiday = np.broadcast_to(np.asarray(holiday, dtype=float), spend.shape[:-1])
     mu_imp = expected_impressions(params, spend, holiday)
-    impressions = _negative_binomial(rng, mu_imp, np.broadcast_to(params.imp_phi, mu_imp.shape))
+    phi_imp = np.broadcast_to(params.imp_phi, mu_imp.shape)
+    impressions = _negative_binomial(rng, mu_imp, phi_imp)
     mu_clk = expected_clicks_given_impressions(params, impressions, holiday)
-    clicks = np.minimum(_negative_binomial(rng, mu_clk, np.broadcast_to(params.clk_phi, mu_clk.shape)), impressions)
+    phi_clk = np.broadcast_to(params.clk_phi, mu_clk.shape)
+    clicks = np.minimum(_negative_binomial(rng, mu_clk, phi_clk), impressions)
     acquisitions = rng.binomial(clicks, np.broadcast_to(params.conversion, clicks.shape))
     return {"impressions": impressions, "clicks": clicks, "acquisitions": acquisitions}
 
 
-# --- the talk's reward --------------------------------------------------------------------------
-
-#: Cost of spend in reward units: log-clicks given up per thousand currency units spent.
-DEFAULT_COST_WEIGHT = 0.02
+# --- the reward ---------------------------------------------------------------------------------
 
 
-def reward(clicks: np.ndarray, spend: np.ndarray, cost_weight: float = DEFAULT_COST_WEIGHT) -> np.ndarray:
-    """The talk's reward: a log-based function of link clicks, net of spend, summed over channels.
+def reward(
+    clicks: np.ndarray,
+    spend: np.ndarray,
+    cost_weight: float = DEFAULT_COST_WEIGHT,
+    value_per_click: float = VALUE_PER_CLICK,
+    organic: np.ndarray | float = 0.0,
+) -> np.ndarray:
+    """Value of the day's clicks net of spend, in thousands of currency, summed over channels.
 
-    ``r = sum_k log1p(clicks_k) - cost_weight * sum_k spend_k``
+    ``r = value_per_click * (sum_k clicks_k + organic) / 1000 - cost_weight * sum_k spend_k``
 
-    ``log1p(clicks)`` counts clicks with diminishing value (the tenth thousand clicks of a day are
-    worth less than the first); ``cost_weight`` prices a thousand currency units of spend in those
-    log-click units (0.02: spending 1,000 is worth it if it lifts a channel's clicks by ~2%).
-    Arrays of shape (..., K) give a reward of shape (...,).
+    Paid clicks are worth ``value_per_click`` each; ``organic`` clicks (same value) arrive
+    whatever is spent, so they shift every policy's return alike. Arrays of shape (..., K)
+    give a reward of shape (...,); ``organic`` broadcasts to (...,).
     """
     clicks = np.asarray(clicks, dtype=float)
     spend = np.asarray(spend, dtype=float)
     if clicks.shape != spend.shape:
-        raise SchemaError(f"clicks {clicks.shape} and spend {spend.shape} must have the same shape")
-    if np.any(clicks < 0) or np.any(spend < 0) or not np.all(np.isfinite(clicks)) or not np.all(np.isfinite(spend)):
+        raise SchemaError(
+            f"clicks {clicks.shape} and spend {spend.shape} must have the same shape"
+        )
+    finite = np.all(np.isfinite(clicks)) and np.all(np.isfinite(spend))
+    if not finite or np.any(clicks < 0) or np.any(spend < 0):
         raise SchemaError("clicks and spend must be finite and >= 0")
-    return np.log1p(clicks).sum(axis=-1) - cost_weight * spend.sum(axis=-1)
+    value = value_per_click / 1000.0 * (clicks.sum(axis=-1) + np.asarray(organic, float))
+    return value - cost_weight * spend.sum(axis=-1)
 
 
 # --- the human-like historical policy and the generator -----------------------------------------
@@ -259,9 +359,9 @@ def human_spend(
 ) -> np.ndarray:
     """Daily spend (n_days, K) of a human-like marketer.
 
-    Each month gets a budget drawn uniformly from ``monthly_budget`` (thousands), paced evenly over
-    its days, split by fixed ``shares``, lifted by ``holiday_uplift`` on holidays, with day-to-day
-    log-normal noise: the variation a regression needs to see the response curve.
+    Each month gets a budget drawn uniformly from ``monthly_budget`` (thousands), paced evenly
+    over its days, split by fixed ``shares``, lifted by ``holiday_uplift`` on holidays, with
+    day-to-day log-normal noise: the variation a regression needs to see the response curve.
     """
     holidays = holiday_flags(dates)
     months = dates.to_period("M")
@@ -277,8 +377,8 @@ def human_spend(
 
 def generate_funnel(
     params: ChannelParams = TRUE_PARAMS,
-    start: str = "2016-07-01",
-    n_days: int = 730,
+    start: str = DATASET_START,
+    n_days: int = DATASET_DAYS,
     seed: int = DATASET_SEED,
 ) -> pd.DataFrame:
     """Daily channel logs in the funnel schema, from ``params`` and the human-like policy."""
@@ -286,7 +386,8 @@ def generate_funnel(
         raise SchemaError(f"n_days must be positive, got {n_days}")
     rng = np.random.default_rng(seed)
     dates = pd.date_range(start, periods=n_days, freq="D")
-    spend = human_spend(dates, rng, shares=HUMAN_SHARES[: params.n_channels] / HUMAN_SHARES[: params.n_channels].sum())
+    shares = HUMAN_SHARES[: params.n_channels] / HUMAN_SHARES[: params.n_channels].sum()
+    spend = human_spend(dates, rng, shares=shares)
     holidays = holiday_flags(dates)
     day = simulate_funnel(params, spend, holidays, rng)
     k = params.n_channels
@@ -312,8 +413,17 @@ def _first_bad_row(frame: pd.DataFrame, mask: np.ndarray | pd.Series) -> str:
     return f"row(s) {rows}{more}"
 
 
-def validate_funnel(frame: pd.DataFrame) -> pd.DataFrame:
+def validate_funnel(
+    frame: pd.DataFrame,
+    spend_unit: str = "thousands",
+    cpm_range: tuple[float, float] | None = CPM_RANGE,
+) -> pd.DataFrame:
     """Check a table against the funnel schema; return a typed copy, sorted by date and channel.
+
+    ``spend_unit`` says what the ``spend`` column holds: ``"thousands"`` of currency units
+    (the book's unit) or ``"currency"`` (converted to thousands here, on request). The spend
+    unit is then checked (:func:`check_spend_units`; ``cpm_range=None`` skips it), so a table
+    in raw currency does not pass silently as thousands.
 
     Raises :class:`~pulse_lib.errors.SchemaError` naming the column and the rows at fault for:
     missing columns, values of the wrong type, NaNs, negative spend or counts, non-integer counts,
@@ -368,10 +478,59 @@ def validate_funnel(frame: pd.DataFrame) -> pd.DataFrame:
     duplicated = out.duplicated(["date", "channel"], keep=False)
     if duplicated.any():
         raise SchemaError(f"(date, channel) pairs repeat at {_first_bad_row(out, duplicated)}")
+    if spend_unit == "currency":
+        out["spend"] = out["spend"] / 1000.0
+    elif spend_unit != "thousands":
+        raise SchemaError(
+            f"spend_unit must be 'thousands' or 'currency', got {spend_unit!r}"
+        )
+    if cpm_range is not None:
+        check_spend_units(out, cpm_range)
     return out.sort_values(["date", "channel"], kind="stable").reset_index(drop=True)
 
 
-def load_funnel(path: str | Path) -> pd.DataFrame:
+def implied_cpm(frame: pd.DataFrame) -> pd.Series:
+    """Median cost per thousand impressions (currency units) per channel, spend in thousands.
+
+    Rows with zero spend or zero impressions are left out.
+    """
+    rows = frame[(frame["spend"] > 0) & (frame["impressions"] > 0)]
+    cpm = 1e6 * rows["spend"] / rows["impressions"]
+    return cpm.groupby(rows["channel"]).median()
+
+
+def check_spend_units(
+    frame: pd.DataFrame, cpm_range: tuple[float, float] = CPM_RANGE
+) -> None:
+    """Raise if the spend column cannot be thousands of currency units.
+
+    Reading spend as thousands, the implied cost per thousand impressions (CPM) of each
+    channel must lie in ``cpm_range`` (:data:`CPM_RANGE`). A table in raw currency read as
+    thousands has CPMs 1,000 times too high; the error names the channels and the fix.
+    """
+    low, high = cpm_range
+    cpm = implied_cpm(frame)
+    bad = cpm[(cpm < low) | (cpm > high)]
+    if len(bad):
+        listed = ", ".join(f"{ch}: {value:,.4g}" for ch, value in bad.items())
+        hint = (
+            "spend looks like raw currency, not thousands: pass spend_unit='currency' "
+            "(or divide spend by 1,000)"
+            if (bad > high).any()
+            else "spend looks too small for thousands of currency units"
+        )
+        raise SchemaError(
+            f"column 'spend': reading it as thousands of currency gives a cost per thousand "
+            f"impressions outside {cpm_range} for {listed}; {hint}. If your currency's CPMs "
+            f"really lie there, pass cpm_range=(low, high)."
+        )
+
+
+def load_funnel(
+    path: str | Path,
+    spend_unit: str = "thousands",
+    cpm_range: tuple[float, float] | None = CPM_RANGE,
+) -> pd.DataFrame:
     """Read a funnel table from CSV or Parquet and validate it (see :func:`validate_funnel`)."""
     path = Path(path)
     if not path.is_file():
@@ -382,12 +541,16 @@ def load_funnel(path: str | Path) -> pd.DataFrame:
         elif path.suffix in (".csv", ".gz"):
             frame = pd.read_csv(path)
         else:
-            raise DataFormatError(f"{path}: unknown table format {path.suffix!r}; use .csv or .parquet")
+            raise DataFormatError(
+                f"{path}: unknown table format {path.suffix!r}; use .csv or .parquet"
+            )
     except DataFormatError:
         raise
     except Exception as exc:
-        raise DataFormatError(f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})") from exc
-    return validate_funnel(frame)
+        raise DataFormatError(
+            f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})"
+        ) from exc
+    return validate_funnel(frame, spend_unit=spend_unit, cpm_range=cpm_range)
 
 
 def shipped_dataset_dir(version: int = DATASET_VERSION) -> Path:
@@ -399,8 +562,14 @@ def shipped_dataset_dir(version: int = DATASET_VERSION) -> Path:
 def load_shipped_funnel(version: int = DATASET_VERSION) -> tuple[pd.DataFrame, ChannelParams]:
     """The versioned synthetic funnel shipped in ``datasets/funnel/`` and its ground truth."""
     folder = shipped_dataset_dir(version)
+    if not folder.is_dir():
+        raise DataFormatError(
+            f"no shipped funnel version {version} at {folder}; this library ships version "
+            f"{DATASET_VERSION} (older versions are in the git history)"
+        )
     frame = load_funnel(folder / "funnel.csv")
-    truth = ChannelParams.from_dict(json.loads((folder / "truth.json").read_text()))
+    meta = json.loads((folder / "truth.json").read_text())
+    truth = ChannelParams.from_dict(meta)
     return frame, truth
 
 
@@ -410,8 +579,12 @@ def write_shipped_funnel(folder: Path | None = None) -> Path:
     frame = generate_funnel()
     with atomic_path(folder / "funnel.csv") as tmp:
         frame.to_csv(tmp, index=False, date_format="%Y-%m-%d")
-    meta = {"version": DATASET_VERSION, "seed": DATASET_SEED, "start": "2016-07-01", "n_days": 730,
-            "cost_weight": DEFAULT_COST_WEIGHT, **TRUE_PARAMS.to_dict()}
+    meta = {
+        "version": DATASET_VERSION, "seed": DATASET_SEED, "start": DATASET_START,
+        "n_days": DATASET_DAYS, "value_per_click": VALUE_PER_CLICK,
+        "cost_weight": DEFAULT_COST_WEIGHT, "organic_clicks": ORGANIC_CLICKS,
+        "organic_holiday": ORGANIC_HOLIDAY, **TRUE_PARAMS.to_dict(),
+    }
     with atomic_write(folder / "truth.json", "w") as handle:
         json.dump(meta, handle, indent=2)
     return folder

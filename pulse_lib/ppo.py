@@ -51,7 +51,7 @@ class PPOConfig:
     hidden: int = 64  #: width of both MLPs (two hidden layers, tanh)
     init_log_std: float = -1.5  #: initial log sd of the Gaussian: exploration noise costs return here
     pace_prior: bool = True  #: centre the spend fraction on the even pace 1 / (days left)
-    reward_scale: float = 0.1  #: rewards are multiplied by this before the value fit (returns ~50)
+    reward_scale: float = 0.01  #: rewards are multiplied by this before the value fit (returns ~60)
     seed: int = 0
     device: str = "cpu"
 
@@ -183,11 +183,18 @@ def train(
     env: BatchedBudgetEnv,
     cfg: PPOConfig,
     progress: Callable[[Any], Any] | None = None,
+    callback: Callable[[int, Agent], dict[str, float] | None] | None = None,
 ) -> TrainResult:
     """Train PPO on ``env`` (its ``n_envs`` must equal ``cfg.n_envs``).
 
-    Each rollout plays one full episode in every parallel environment. The history records the
-    mean undiscounted (unscaled) episode return, the losses and the wall time. ``progress`` wraps
+    Each rollout plays one full episode in every parallel environment. The history records,
+    per rollout, the mean undiscounted (unscaled) episode return, the wall time, and the
+    update's diagnostics averaged over all its minibatches: policy and value loss, entropy,
+    approximate KL between the old and new policy, clip fraction (share of samples whose
+    ratio left the band), the value network's explained variance of the returns (before the
+    update), the epochs run (fewer than ``update_epochs`` when ``target_kl`` stopped it) and
+    the mean action noise sd. ``callback(iteration, agent)`` runs after each update; a dict
+    it returns is added to that rollout's row (e.g. an evaluation of the current policy). ``progress`` wraps
     the iteration range (e.g. ``tqdm.auto.tqdm``).
     """
     if env.n_envs != cfg.n_envs:
@@ -235,9 +242,12 @@ def train(
             "logprob": logprob_buf.reshape(-1), "advantages": advantages.reshape(-1),
             "returns": returns.reshape(-1), "values": value_buf.reshape(-1),
         }
-        stats: dict[str, float] = {}
+        totals: dict[str, float] = {}
+        n_updates = 0
+        epochs_run = 0
         for _epoch in range(cfg.update_epochs):
             order = torch.randperm(batch_size, device=device)
+            epoch_kl, epoch_updates = 0.0, 0
             for first in range(0, batch_size, minibatch):
                 index = order[first:first + minibatch]
                 loss, stats = ppo_loss(agent, {k: v[index] for k, v in flat.items()}, cfg)
@@ -245,12 +255,31 @@ def train(
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-            if cfg.target_kl is not None and stats["approx_kl"] > cfg.target_kl:
+                for key, value in stats.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                n_updates += 1
+                epoch_kl += stats["approx_kl"]
+                epoch_updates += 1
+            epochs_run += 1
+            if cfg.target_kl is not None and epoch_kl / epoch_updates > cfg.target_kl:
                 break
+        # diagnostics averaged over every minibatch update of this rollout
+        averaged = {key: value / n_updates for key, value in totals.items()}
+        returns_np = returns.reshape(-1).cpu().numpy()
+        values_np = value_buf.reshape(-1).cpu().numpy()
+        var = float(np.var(returns_np))
+        explained = float(1 - np.var(returns_np - values_np) / var) if var > 0 else float("nan")
         history.append({
             "iteration": iteration, "env_steps": iteration * batch_size,
-            "mean_return": float(episode_return.mean()), "wall_seconds": time.perf_counter() - start, **stats,
+            "mean_return": float(episode_return.mean()),
+            "wall_seconds": time.perf_counter() - start, **averaged,
+            "explained_variance": explained, "epochs_run": epochs_run,
+            "action_std": float(agent.actor_log_std.detach().exp().mean()),
         })
+        if callback is not None:
+            extra = callback(iteration, agent)
+            if extra:
+                history[-1].update(extra)
     return TrainResult(agent=agent, history=history)
 
 

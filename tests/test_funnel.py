@@ -16,7 +16,7 @@ from pulse_lib.errors import DataFormatError, SchemaError
 def test_shipped_dataset_matches_its_data_card_and_the_generator(repo_root, shipped_funnel):
     logs, truth = shipped_funnel
     card = (repo_root / "datasets" / "funnel" / "DATACARD.md").read_text()
-    digest = hashlib.sha256((repo_root / "datasets/funnel/v1/funnel.csv").read_bytes()).hexdigest()
+    digest = hashlib.sha256((repo_root / "datasets/funnel/v2/funnel.csv").read_bytes()).hexdigest()
     assert digest in card, "the data card's sha256 does not match funnel.csv; update the card"
     assert truth.allclose(funnel.TRUE_PARAMS)
     pd.testing.assert_frame_equal(funnel.generate_funnel(), logs)
@@ -127,15 +127,63 @@ def test_simulated_means_and_dispersion_match_the_model():
     assert np.allclose(variance, mu + mu**2 / truth.imp_phi, rtol=0.1)
 
 
-def test_reward_is_log_clicks_net_of_spend():
+def test_reward_is_click_value_net_of_spend():
     clicks = np.array([[0, 9, 99, 999]])
     spend = np.array([[1.0, 2.0, 3.0, 4.0]])
-    expected = np.log(1) + np.log(10) + np.log(100) + np.log(1000) - funnel.DEFAULT_COST_WEIGHT * 10
-    assert funnel.reward(clicks, spend) == pytest.approx([expected])
+    v, w = funnel.VALUE_PER_CLICK, funnel.DEFAULT_COST_WEIGHT
+    assert funnel.reward(clicks, spend) == pytest.approx([v * 1107 / 1000 - w * 10])
+    with_organic = funnel.reward(clicks, spend, organic=500.0)
+    assert with_organic == pytest.approx([v * 1607 / 1000 - w * 10])
     with pytest.raises(SchemaError, match="same shape"):
         funnel.reward(clicks, spend[:, :2])
     with pytest.raises(SchemaError, match=">= 0"):
         funnel.reward(-clicks, spend)
+
+
+def test_zero_spend_buys_zero_paid_impressions_and_clicks():
+    truth = funnel.TRUE_PARAMS
+    spend = np.array([[0.0, 10.0, 0.0, 5.0]] * 200)
+    out = funnel.simulate_funnel(truth, spend, np.zeros(200), np.random.default_rng(0))
+    assert np.all(out["impressions"][:, [0, 2]] == 0) and np.all(out["clicks"][:, [0, 2]] == 0)
+    assert np.all(out["impressions"][:, [1, 3]] > 0)
+    assert np.all(funnel.expected_clicks(truth, spend[0], 0.0)[[0, 2]] == 0)
+    # organic clicks do not depend on spend, and holidays lift them
+    assert funnel.organic_clicks(1) > funnel.organic_clicks(0) > 0
+
+
+def test_expected_clicks_matches_simulated_clicks():
+    truth = funnel.TRUE_PARAMS
+    n = 40_000
+    spend = np.tile([20.0, 15.0, 10.0, 5.0], (n, 1))
+    for holiday in (0.0, 1.0):
+        out = funnel.simulate_funnel(truth, spend, np.full(n, holiday), np.random.default_rng(3))
+        exact = funnel.expected_clicks(truth, spend[0], holiday)
+        np.testing.assert_allclose(out["clicks"].mean(axis=0), exact, rtol=0.01)
+    # diminishing returns: doubling spend less than doubles expected clicks
+    ratio = funnel.expected_clicks(truth, 2 * spend[0], 0.0) / funnel.expected_clicks(
+        truth, spend[0], 0.0)
+    np.testing.assert_allclose(ratio, 2 ** (truth.imp_spend * truth.clk_impressions))
+    assert np.all(ratio < 2)
+
+
+def test_spend_in_raw_currency_does_not_pass_as_thousands(shipped_funnel):
+    logs = shipped_funnel[0]
+    raw = logs.assign(spend=logs["spend"] * 1000)
+    with pytest.raises(SchemaError, match=r"raw currency.*spend_unit='currency'"):
+        funnel.validate_funnel(raw)
+    converted = funnel.validate_funnel(raw, spend_unit="currency")
+    np.testing.assert_allclose(converted["spend"], logs["spend"])
+    with pytest.raises(SchemaError, match="too small"):
+        funnel.validate_funnel(logs.assign(spend=logs["spend"] / 1e6))
+    with pytest.raises(SchemaError, match="spend_unit"):
+        funnel.validate_funnel(logs, spend_unit="euros")
+    # a currency whose CPMs really are that high may widen the range explicitly
+    assert len(funnel.validate_funnel(raw, cpm_range=(0.01, 1e5))) == len(logs)
+
+
+def test_shipped_version_1_is_not_silently_loaded():
+    with pytest.raises(DataFormatError, match="version 1"):
+        funnel.load_shipped_funnel(version=1)
 
 
 def test_holiday_calendar_and_human_policy():
