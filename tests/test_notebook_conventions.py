@@ -75,7 +75,6 @@ def long_code_lines(path: Path, limit: int = MAX_LINE) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=False, reason="chapters being reformatted")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_code_lines_fit_the_page(path: Path):
     long = long_code_lines(path)
