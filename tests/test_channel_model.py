@@ -76,7 +76,7 @@ def test_model_data_is_independent_of_row_order():
     data_a, ch_a = cm.model_data(frame)
     data_b, ch_b = cm.model_data(frame.sample(frac=1.0, random_state=0))
     assert ch_a == ch_b == tuple(sorted(TRUE_PARAMS.channels))
-    for key in ("channel", "spend", "impressions", "clicks"):
+    for key in ("channel", "x_spend", "holiday", "impressions", "clicks"):
         np.testing.assert_array_equal(data_a[key], data_b[key])
 
 
