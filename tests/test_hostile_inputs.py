@@ -412,16 +412,13 @@ def _book_cases() -> Iterator[Case]:
 
     yield Case("book.repo_root/env-missing-folder",
                lambda c: (root_env(c, c.tmp / "nope"), book.repo_root()), "PULSE_BOOK_ROOT",
-               (ConfigError, FileNotFoundError),
-               xfail="book.repo_root: PULSE_BOOK_ROOT naming a missing folder is accepted")
+               (ConfigError, FileNotFoundError))
     yield Case("book.generated_dir/env-missing-folder",
                lambda c: (root_env(c, c.tmp / "nope"), book.generated_dir()), "PULSE_BOOK_ROOT",
-               (ConfigError, FileNotFoundError),
-               xfail="book.generated_dir: creates datasets/generated under a missing PULSE_BOOK_ROOT")
+               (ConfigError, FileNotFoundError))
     yield Case("book.datasets_dir/env-is-a-file",
                lambda c: (root_env(c, _file(c.tmp)), book.generated_dir()), "PULSE_BOOK_ROOT",
-               PulseError, xfail="book.generated_dir: PULSE_BOOK_ROOT naming a file gives a bare "
-               "FileExistsError/NotADirectoryError")
+               PulseError)
     yield Case("book.repo_root/start-missing",
                lambda c: (c.monkeypatch.delenv("PULSE_BOOK_ROOT"), book.repo_root(c.tmp / "nope")),
                "nope", (ConfigError, FileNotFoundError),
