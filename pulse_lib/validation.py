@@ -229,6 +229,15 @@ def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
     return arr
 
 
+def _check_range(name: str, out: np.ndarray, low: float | None, high: float | None,
+                 error: ErrorType) -> None:
+    """Every value of ``out`` in ``[low, high]`` (a bound of ``None`` is not checked)."""
+    if low is not None and (out < low).any():
+        raise error(f"{name} must be >= {low}; {_first_bad(out, out < low)}")
+    if high is not None and (out > high).any():
+        raise error(f"{name} must be <= {high}; {_first_bad(out, out > high)}")
+
+
 def check_array(
     name: str,
     values: Any,
@@ -257,10 +266,7 @@ def check_array(
         inf = np.isinf(out)
         if inf.any():
             raise error(f"{name} has a non-finite value: {_first_bad(out, inf)}")
-    if low is not None and (out < low).any():
-        raise error(f"{name} must be >= {low}; {_first_bad(out, out < low)}")
-    if high is not None and (out > high).any():
-        raise error(f"{name} must be <= {high}; {_first_bad(out, out > high)}")
+    _check_range(name, out, low, high, error)
     return out
 
 
@@ -296,10 +302,7 @@ def check_integer_array(
     elif arr.dtype == np.uint64 and arr.size and arr.max() > INT64_MAX:
         raise error(f"{name} must fit in a 64-bit integer; {_first_bad(arr, arr > INT64_MAX)}")
     out = arr.astype(np.int64)
-    if low is not None and (out < low).any():
-        raise error(f"{name} must be >= {low}; {_first_bad(out, out < low)}")
-    if high is not None and (out > high).any():
-        raise error(f"{name} must be <= {high}; {_first_bad(out, out > high)}")
+    _check_range(name, out, low, high, error)
     return out
 
 
