@@ -409,3 +409,33 @@ def test_weighted_warm_start_counts_rows_by_clipped_inverse_propensity() -> None
         sw = np.ones(80)
         sw[3] = -1.0
         plain.update(x, a, r, sample_weight=sw)
+
+
+@pytest.mark.parametrize("refresh_every", [1_000, 3])
+def test_ucb_width_stays_exact_while_learning_online(refresh_every: int) -> None:
+    """Decide, learn one row, decide again: the cached shared covariance that single UCB
+    decisions read is downdated with every row (or rebuilt) and agrees with a fresh model,
+    for one-hot and for mixed action features."""
+    bandit = HybridLinearBandit(D, P, exploration="ucb", refresh_every=refresh_every, seed=3)
+    feats = [np.eye(P)[0], np.eye(P)[1], np.eye(P)[2], np.array([1.0, 0.5, 0.0])]
+    for a_id, phi in enumerate(feats):
+        bandit.add_action(a_id, phi)
+    x, a, r = _data(160, 4, seed=31)
+    bandit.update(x[:40], a[:40], r[:40])
+    xq = np.random.default_rng(32).standard_normal((1, D))
+    seen = list(range(40))
+    for i in range(40, 157):
+        bandit.choose(xq)  # builds, then reads, the cache
+        rows = [i, i + 1, i + 2] if i % 25 == 0 else [i]  # a block of rows now and then
+        bandit.update(x[rows], a[rows], r[rows])
+        seen += rows
+    fresh = HybridLinearBandit(D, P, exploration="ucb", seed=3)
+    for a_id, phi in enumerate(feats):
+        fresh.add_action(a_id, phi)
+    fresh.update(x[seen], a[seen], r[seen])
+    np.testing.assert_allclose(bandit.ucb_width(xq), fresh.ucb_width(xq), rtol=1e-9)
+    greedy = HybridLinearBandit(D, P, exploration="greedy", seed=3)  # the R path, no cache
+    for a_id, phi in enumerate(feats):
+        greedy.add_action(a_id, phi)
+    greedy.update(x[seen], a[seen], r[seen])
+    np.testing.assert_allclose(bandit.ucb_width(xq), greedy.ucb_width(xq), rtol=1e-9)

@@ -30,7 +30,10 @@
    definite by construction), solves ``A_a^{-1} b_a`` from the summed ``A_a`` by Cholesky,
    keeps the ``A_a^{-1}`` used for exploration widths by Sherman–Morrison with an exact
    re-inversion every ``refresh_every`` rows of that action, and
-   :meth:`HybridLinearBandit.refactor` rebuilds everything from the sums.
+   :meth:`HybridLinearBandit.refactor` rebuilds everything from the sums. A learner exploring
+   by UCB also keeps ``A_0^{-1}`` itself, downdated by the same rank-one term (``-u u^T``) and
+   rebuilt from ``R`` every ``refresh_every`` rows: a single decision then reads only the
+   ``d x d`` blocks its actions' features touch (``O(K d^2)`` for one-hot features).
 
    Each objective signal (target event, stage progression) gets its own right-hand side over
    the same design, and the business weights combine them at decision time: ridge is linear
@@ -183,6 +186,7 @@ class HybridLinearBandit:
         self._b0_retired = np.zeros((k, m))
         self._beta = np.zeros((k, m))
         self._lazy: dict[str, np.ndarray] = {}  # psi, C, chol: recomputed on first use after a change
+        self._A0inv_downdates = 0  # rank-one downdates of the cached A_0^{-1} since it was built
         self.set_weights(np.ones(self.m) if weights is None else weights, cost_weight)
 
     # -- configuration ----------------------------------------------------------------------
@@ -338,7 +342,7 @@ class HybridLinearBandit:
         v = Ainv @ x
         s = 1.0 + float(x @ v)
         wd = (self.lam_action / np.sqrt(s)) * v  # A_0 grows by G_a wd wd^T G_a^T
-        self._downdate_R(np.outer(self._phi[j], wd).reshape(self.k, 1))
+        self._downdate_R(np.outer(self._phi[j], wd).reshape(self.k, 1), support=self._phi[j])
         blas.dger(1.0, x, x, a=self._A[j].T, overwrite_a=True)  # A_a += x x^T (symmetric)
         self._b[j] += np.outer(x, r)
         info.n += 1
@@ -405,7 +409,7 @@ class HybridLinearBandit:
         Linv = np.linalg.solve(L, np.eye(A.shape[0]))
         return Linv.T @ Linv
 
-    def _downdate_R(self, W: np.ndarray) -> None:
+    def _downdate_R(self, W: np.ndarray, support: np.ndarray | None = None) -> None:
         """``A_0 <- A_0 + W W^T``, i.e. ``R R^T <- R (I - N N^T) R^T``, in factor form.
 
         With ``T = R^T W`` and ``T^T T = E diag(q) E^T``, the columns of
@@ -414,19 +418,48 @@ class HybridLinearBandit:
         ``c = 1 / (1 + sqrt(1 - s))``: the new factor is ``R - (R N) diag(c) N^T``.
         """
         if W.shape[1] == 1:  # one row: matrix-vector products and an in-place rank-one BLAS update
-            t = self._R.T @ W[:, 0]
+            if support is None:
+                t = self._R.T @ W[:, 0]
+            else:  # W = kron(phi, w): only the rows of R in phi's non-zero blocks are needed
+                blocks, w = self._R.reshape(self.p, self.d, self.k), W.reshape(self.p, self.d)
+                t = sum(blocks[p].T @ w[p] for p in np.flatnonzero(support))
             q = float(t @ t)
             n_vec = t / np.sqrt(1.0 + q)
             c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
+            u = self._R @ n_vec
             # R -= c (R n) n^T, done on R^T (Fortran-ordered view of the C-ordered R) in place
-            blas.dger(-c, n_vec, self._R @ n_vec, a=self._R.T, overwrite_a=True)
+            blas.dger(-c, n_vec, u, a=self._R.T, overwrite_a=True)
+            self._downdate_A0inv(u)  # R R^T = A_0^{-1} - u u^T exactly (2c - c^2 |n|^2 = 1)
             return
+        self._lazy.pop("A0inv", None)  # a block of rows: rebuilt from R when next needed
         T = self._R.T @ W  # (k, r)
         q, E = np.linalg.eigh(T.T @ T)
         q = np.maximum(q, 0.0)
         N = (T @ E) / np.sqrt(1.0 + q)
         c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
         self._R -= (self._R @ N) * c @ N.T
+
+    def _downdate_A0inv(self, u: np.ndarray) -> None:
+        """Keep the cached ``A_0^{-1}`` (UCB's widths read its blocks) current: ``-= u u^T``.
+
+        One pass over ``k x k`` instead of rebuilding ``R R^T`` (``O(k^3)``); rebuilt exactly
+        from ``R`` after ``refresh_every`` such downdates, which bounds their rounding.
+        """
+        A0inv = self._lazy.get("A0inv")
+        if A0inv is None:
+            return
+        if self._A0inv_downdates >= self.refresh_every:
+            del self._lazy["A0inv"]
+            return
+        blas.dger(-1.0, u, u, a=A0inv.T, overwrite_a=True)
+        self._A0inv_downdates += 1
+
+    def _A0inv(self) -> np.ndarray:
+        """``A_0^{-1} = R R^T`` ``(k, k)``, cached and downdated row by row (see above)."""
+        if "A0inv" not in self._lazy:
+            self._lazy["A0inv"] = self._R @ self._R.T
+            self._A0inv_downdates = 0
+        return self._lazy["A0inv"]
 
     def _b0(self) -> np.ndarray:
         """``b_0 = sum_a lambda_a G_a A_a^{-1} b_a`` plus retired actions' frozen terms."""
@@ -438,7 +471,10 @@ class HybridLinearBandit:
         b0 = self._b0()
         # column by column: two matrix-vector products each (faster than a thin GEMM here)
         self._beta = np.column_stack([self._R @ (self._R.T @ b0[:, j]) for j in range(self.m)])
+        A0inv = self._lazy.get("A0inv")  # kept current by _downdate_R (or dropped by it)
         self._lazy.clear()
+        if A0inv is not None:
+            self._lazy["A0inv"] = A0inv
 
     def refactor(self) -> None:
         """Rebuild ``A_a^{-1}`` and ``R`` exactly from the summed statistics (``O(K d^3 + k^3)``).
@@ -457,6 +493,7 @@ class HybridLinearBandit:
         A0 = self.lam * np.eye(self.k) + blocks + self._A0_retired
         L = np.linalg.cholesky((A0 + A0.T) / 2)
         self._R = np.linalg.solve(L, np.eye(self.k)).T  # L^{-T}: R R^T = L^{-T} L^{-1} = A_0^{-1}
+        self._lazy.pop("A0inv", None)  # rebuilt from the new R when next needed
         self._refresh_beta()
 
     def warm_start(self, contexts: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
@@ -536,7 +573,7 @@ class HybridLinearBandit:
     def _C(self) -> np.ndarray:
         """``G_a^T A_0^{-1} G_a`` per action ``(K, d, d)``, for scoring many contexts at once."""
         if "C" not in self._lazy:
-            A0inv = self._R @ self._R.T
+            A0inv = self._A0inv()
             blocks = A0inv.reshape(self.p, self.d, self.p, self.d)
             self._lazy["C"] = np.einsum("ap,aq,pdqe->ade", self._phi, self._phi, blocks, optimize=True)
         return self._lazy["C"]
@@ -552,6 +589,18 @@ class HybridLinearBandit:
         lam2 = self.lam_action ** 2
         if n * self.k > 4 * K * self.d:  # many contexts: go through the cached (K, d, d) matrices
             return lam2 * np.einsum("nad,ade,nae->na", Y, self._C(), Y, optimize=True)
+        if self.exploration == "ucb":
+            # Few contexts, learning online: u^T A_0^{-1} u = sum_pq phi_ap phi_aq y^T B_pq y
+            # over the blocks B_pq of the cached A_0^{-1} where both phi_ap, phi_aq != 0:
+            # O(K d^2) per decision for one-hot action features, never more than through R.
+            B = self._A0inv().reshape(self.p, self.d, self.p, self.d)
+            out = np.zeros((n, K))
+            for p, q in self._support_pairs():
+                rows = np.flatnonzero(self._phi[:, p] * self._phi[:, q])
+                Yr = Y[:, rows]  # (n, r, d)
+                quad = np.einsum("nrd,nrd->nr", Yr @ B[p, :, q, :], Yr)
+                out[:, rows] += (self._phi[rows, p] * self._phi[rows, q])[None, :] * quad
+            return lam2 * out
         # Few contexts: ||R^T u||^2, with u = kron(phi_a, y_a) built only for non-zero phi_ap.
         out = np.zeros((n, K, self.k))
         R = self._R.reshape(self.p, self.d, self.k)
@@ -560,6 +609,14 @@ class HybridLinearBandit:
             if rows.size:
                 out[:, rows] += self._phi[rows, p][None, :, None] * (Y[:, rows] @ R[p])
         return lam2 * np.einsum("nak,nak->na", out, out)
+
+    def _support_pairs(self) -> list[tuple[int, int]]:
+        """Pairs ``(p, q)`` of action-feature columns both non-zero for some action."""
+        if "pairs" not in self._lazy:
+            nz = self._phi != 0
+            both = np.einsum("ap,aq->pq", nz, nz)
+            self._lazy["pairs"] = np.argwhere(both)
+        return [(int(p), int(q)) for p, q in self._lazy["pairs"]]
 
     def ucb_width(self, contexts: np.ndarray) -> np.ndarray:
         """``sqrt(s)``: the posterior standard deviation of ``x . psi_a`` (unit noise).
