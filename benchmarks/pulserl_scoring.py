@@ -9,8 +9,13 @@ processes). Then the library's policy (``TorchCQL.policy``, whose default chunk 
 timed for the network sizes the book trains (64x64 in the ci profile, 256x256 at the paper's
 scale, and 256x256 with the paper's 200 quantiles). Rates are the best of several repeats
 (wall clock; the CPU time of the same runs is recorded too: on a shared machine the wall
-clock includes time the process waited for the core). Writes
-``benchmarks/results/pulserl_scoring.json``.
+clock includes time the process waited for the core).
+
+The **ceiling**: the same three matrix products at the chosen chunk, and nothing else (no
+bias, no ReLU, no copies), timed in the same run. No exact float32 scorer using this BLAS can
+beat it, so the target is reachable on this machine only if the ceiling is above it; the
+results record the ceiling, the matrix-product rate in GFLOP/s, and the library's share of
+the ceiling. Writes ``benchmarks/results/pulserl_scoring.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,35 @@ import numpy as np
 import pulserl_common as common
 
 TARGET_USERS_PER_S = 400_000
-CHUNKS = (1_024, 2_048, 4_096, 8_192, 16_384, 32_768, 65_536)
+CHUNKS = (256, 512, 1_024, 2_048, 4_096, 8_192, 16_384, 32_768, 65_536)
+N_FEATURES = 63
+
+
+def flops_per_user(hidden: tuple[int, int], n_outputs: int = 2) -> int:
+    """Multiply-adds x 2 of the scorer's three matrix products for one user."""
+    return 2 * (N_FEATURES * hidden[0] + hidden[0] * hidden[1] + hidden[1] * n_outputs)
+
+
+def gemm_ceiling(hidden: tuple[int, int], chunk: int, n_users: int, repeats: int) -> dict[str, float]:
+    """Users/s if scoring were only its three float32 matrix products (CPU time, best of
+    ``repeats``): the ceiling for any exact scorer on this machine's BLAS."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n_users, N_FEATURES, generator=gen)
+    weights = [torch.randn(a, b, generator=gen) / a ** 0.5
+               for a, b in ((N_FEATURES, hidden[0]), (hidden[0], hidden[1]), (hidden[1], 2))]
+    buffers = [torch.empty(chunk, w.shape[1]) for w in weights]
+
+    def products() -> None:
+        for start in range(0, n_users, chunk):
+            h = x[start:start + chunk]
+            for w, buf in zip(weights, buffers):
+                h = torch.mm(h, w, out=buf[:h.shape[0]])
+
+    _, cpu_rate = _best_rate(products, n_users, repeats)
+    return {"chunk": chunk, "gemm_only_users_per_cpu_s": round(cpu_rate),
+            "gflops_per_cpu_s": round(cpu_rate * flops_per_user(hidden) / 1e9, 1)}
 
 
 def _best_rate(fn, n_users: int, repeats: int) -> tuple[float, float]:
@@ -83,6 +116,13 @@ def main(argv: list[str] | None = None) -> Path:
                           "meets_target_by_cpu_time": bool(cpu_rate >= TARGET_USERS_PER_S),
                           "send_share": round(float(decisions.mean()), 4)}
         print(label, results[label], flush=True)
+    ceiling = gemm_ceiling((256, 256), best_chunk, sweep_users, repeats)
+    ceiling["flops_per_user"] = flops_per_user((256, 256))
+    ceiling["target_reachable_on_this_machine"] = bool(
+        ceiling["gemm_only_users_per_cpu_s"] >= TARGET_USERS_PER_S)
+    ceiling["library_share_of_ceiling"] = round(
+        results["256x256"]["users_per_cpu_s"] / ceiling["gemm_only_users_per_cpu_s"], 3)
+    print("ceiling 256x256", ceiling, flush=True)
     payload = {"benchmark": "pulserl_scoring", "quick": args.quick, "machine": common.machine_info(),
                "target_users_per_s": TARGET_USERS_PER_S, "repeats": repeats, "sweep_users": sweep_users,
                "chunk_sweep_users_per_s": sweep, "chunk_sweep_users_per_cpu_s": sweep_cpu,
@@ -90,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
                "library_chunk": library_chunk,
                "library_chunk_share_of_best": round(sweep_cpu["256x256"].get(str(library_chunk), 0)
                                                     / sweep_cpu["256x256"][str(best_chunk)], 3),
-               "results": results}
+               "results": results, "ceiling_256x256": ceiling}
     return common.write_results("pulserl_scoring", payload, args.out_dir)
 
 

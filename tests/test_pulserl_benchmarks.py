@@ -37,3 +37,8 @@ def test_benchmark_quick_mode_writes_json(name: str, tmp_path: Path) -> None:
         assert EXPECTED[name] <= set(entry), (name, entry)
         for key in EXPECTED[name]:
             assert entry[key] is not None
+    if name == "pulserl_scoring":  # the matrix-product ceiling, measured in the same run
+        ceiling = payload["ceiling_256x256"]
+        assert ceiling["gemm_only_users_per_cpu_s"] > 0 and ceiling["gflops_per_cpu_s"] > 0
+        assert ceiling["flops_per_user"] == 2 * (63 * 256 + 256 * 256 + 256 * 2)
+        assert 0 < ceiling["library_share_of_ceiling"] < 2
