@@ -12,7 +12,8 @@ search on a **model-based** estimate (:mod:`pulse_lib.coupons.response_model`): 
 next-day return, fitted once per seed on the logged data (its updates and seconds are charged to both
 routes), and rollouts of the policy from the logged day-0 states. The search aims at the budget minus a
 **safety margin** chosen before the measured seeds, on a validation training (seed ``validation_seed``):
-the largest underestimate of the true cost by the rollout, over λ whose true cost is near the budget.
+the rollout's mean underestimate of the true cost over λ whose true cost is near the budget, plus two
+Monte-Carlo standard errors. A worst-case margin (the largest underestimate there) is searched on too.
 REME is still trained at each route's longest λ-generalized length, and its own search is reported
 beside (``budget_use``), with the rollout search without the margin.
 
@@ -77,7 +78,7 @@ FULL = dict(n_users=2_000, budget=0.8, gen_lengths=[1_000, 2_000, 4_000], retrai
             eval_ratio=0.5, retrain_tol=0.125, search_tol=1e-3, truth_users=10_000, curve_users=2_000,
             curve_lambdas=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], tolerance=0.01,
             validation_seed=100, validation_length=1_000,
-            validation_lambdas=[0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4], validation_users=4_000,
+            validation_lambdas=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4], validation_users=4_000,
             model_steps=3_000, model_rollouts=10_000)
 QUICK = dict(n_users=60, budget=0.8, gen_lengths=[10, 20], retrain_lengths=[5, 10], eval_ratio=0.5,
              retrain_tol=0.5, search_tol=0.05, truth_users=200, curve_users=100, curve_lambdas=[0.0, 1.0],
@@ -136,14 +137,21 @@ def choose_margin(data, config, s: dict, rbcq: RBCQConfig) -> dict:
     for lam in s["validation_lambdas"]:
         est = model.rollout(learner.policy(lam), starts, seed=30_000 + seed)
         true = sim.evaluate_policy(config, learner.policy(lam), n_users=s["validation_users"], seed=40_000 + seed)
-        rows.append({"lambda": lam, "estimated_cost": est.cost, "true_cost": true.cost, "true_cost_se": true.cost_se,
+        rows.append({"lambda": lam, "estimated_cost": est.cost, "estimated_cost_se": est.cost_se,
+                     "true_cost": true.cost, "true_cost_se": true.cost_se,
                      "estimated_retention": est.retention, "true_retention": true.retention})
-    near = [r["true_cost"] - r["estimated_cost"] for r in rows
-            if abs(r["true_cost"] - s["budget"]) <= 0.5 * s["budget"]]
-    margin = max([0.0, *near])
+    near = [r for r in rows if abs(r["true_cost"] - s["budget"]) <= 0.25 * s["budget"]]
+    errors = [r["true_cost"] - r["estimated_cost"] for r in near]
+    mc_se = float(np.mean([r["estimated_cost_se"] for r in near])) if near else 0.0
+    bias = float(np.mean(errors)) if errors else 0.0
+    margin = max(0.0, bias + 2 * mc_se)
+    worst = max([0.0, *errors])
     return {"seed": seed, "length": s["validation_length"], "rows": rows, "margin": margin,
-            "search_target": s["budget"] - margin,
-            "rule": "largest (true - rollout) cost among validation λ with true cost within ±50% of the budget"}
+            "search_target": s["budget"] - margin, "bias": bias, "rollout_cost_se": mc_se,
+            "worst_underestimate": worst, "worst_case_target": s["budget"] - worst,
+            "rule": "mean (true - rollout) cost over validation λ with true cost within ±25% of the budget, "
+                    "plus 2 Monte-Carlo standard errors of the rollout (at least 0)",
+            "worst_case_rule": "largest (true - rollout) cost over the same λ (at least 0)"}
 
 
 def eligible_ceiling(learner: RBCQ, observations: np.ndarray, values: np.ndarray, lam: float) -> float:
@@ -155,7 +163,7 @@ def eligible_ceiling(learner: RBCQ, observations: np.ndarray, values: np.ndarray
     return float(np.where(mask, values[None, :], 0.0).max(axis=1).mean())
 
 
-def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, progress) -> tuple[list[dict], list[dict], dict]:
+def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, worst_case_target, progress) -> tuple[list[dict], list[dict], dict]:
     """One λ-generalized R-BCQ trained to each length in turn; a rollout search per snapshot.
 
     At the longest length, REME is trained too and the budget use of three searches is recorded:
@@ -201,6 +209,8 @@ def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, progress
     for name, cost_of, aim in (
         ("reme", lambda lam: evaluator.estimate(starts, lam).cost, s["budget"]),
         ("rollout_no_margin", lambda lam: rollout_cost(model, longest.policy(lam), starts, seed), s["budget"]),
+        ("rollout_worst_case_margin", lambda lam: rollout_cost(model, longest.policy(lam), starts, seed),
+         worst_case_target),
     ):
         search, mix = search_and_mix(cost_of, aim, s["search_tol"])
         truth = truth_of_mix(config, longest.policy, mix, s["truth_users"], 5000 + seed)
@@ -358,7 +368,8 @@ def main(argv: list[str] | None = None) -> Path:
                 "rbcq_lr": rbcq.lr}
     for i, seed in enumerate(seeds):
         model = fit_response_model(data, s, seed)
-        rows, c, use = generalized_sweep(data, config, s, seed, rbcq, reme, model, target, args.progress)
+        rows, c, use = generalized_sweep(data, config, s, seed, rbcq, reme, model, target,
+                                         validation["worst_case_target"], args.progress)
         routes += rows
         curve += c
         budget_use.append({"seed": seed, **use})
@@ -380,7 +391,7 @@ def summarise(quick: bool, settings: dict, routes: list[dict], curve: list[dict]
     uses = []
     for entry in budget_use:
         row = {"seed": entry["seed"], "length": max(settings["gen_lengths"]), "reme_length": entry["reme_length"]}
-        for name in ("rollout_with_margin", "rollout_no_margin", "reme"):
+        for name in ("rollout_with_margin", "rollout_no_margin", "rollout_worst_case_margin", "reme"):
             r = entry[name]
             row[name] = {**r, "budget_use": r["true_cost"] / budget, "within_budget": within_budget(r, budget)}
         main = row["rollout_with_margin"]
@@ -419,7 +430,8 @@ def merge(paths: list[Path], out_dir: Path) -> Path:
 def _raw_budget_use(payload: dict) -> list[dict]:
     """The per-seed search records of a part file, as ``summarise`` takes them."""
     return [{"seed": u["seed"], "reme_length": u["reme_length"],
-             **{name: u[name] for name in ("rollout_with_margin", "rollout_no_margin", "reme")}}
+             **{name: u[name] for name in ("rollout_with_margin", "rollout_no_margin", "rollout_worst_case_margin",
+                                           "reme")}}
             for u in payload["budget_use"]]
 
 
