@@ -14,7 +14,7 @@ routes), and rollouts of the policy from the logged day-0 states. The search aim
 **safety margin** chosen before the measured seeds, on a validation training (seed ``validation_seed``):
 the rollout's mean underestimate of the true cost over λ whose true cost is near the budget, plus two
 Monte-Carlo standard errors. A worst-case margin (the largest underestimate there) is searched on too.
-REME is still trained at each route's longest λ-generalized length, and its own search is reported
+REME is trained at every λ-generalized length, and its own search is reported
 beside (``budget_use``), with the rollout search without the margin.
 
 * **λ-generalized**: one R-BCQ over the whole λ grid; bisection on the rollout estimate to
@@ -163,11 +163,34 @@ def eligible_ceiling(learner: RBCQ, observations: np.ndarray, values: np.ndarray
     return float(np.where(mask, values[None, :], 0.0).max(axis=1).mean())
 
 
-def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, worst_case_target, progress) -> tuple[list[dict], list[dict], dict]:
+def other_searches(data, config, s, seed, snapshot, reme, model, sampler, starts, worst_case_target, length,
+                   main_row, progress) -> dict:
+    """Budget use of the same policy searched three other ways: REME, the rollout without a margin, the
+    rollout with the worst-case margin (each mixed and checked in the simulator)."""
+    evaluator = REME(snapshot.greedy, reme, seed=seed)
+    evaluator.fit(sampler, int(length * s["eval_ratio"]), np.random.default_rng(10_000 + seed), progress=progress)
+    out = {"seed": seed, "length": length, "reme_length": int(length * s["eval_ratio"])}
+    for name, cost_of, aim in (
+        ("reme", lambda lam: evaluator.estimate(starts, lam).cost, s["budget"]),
+        ("rollout_no_margin", lambda lam: rollout_cost(model, snapshot.policy(lam), starts, seed), s["budget"]),
+        ("rollout_worst_case_margin", lambda lam: rollout_cost(model, snapshot.policy(lam), starts, seed),
+         worst_case_target),
+    ):
+        search, mix = search_and_mix(cost_of, aim, s["search_tol"])
+        truth = truth_of_mix(config, snapshot.policy, mix, s["truth_users"], 5000 + seed)
+        out[name] = {"lambda": search.lam, "estimated_cost": mix.expected_cost, "flagged": len(search.flagged),
+                     "search_failed": bool(np.isnan(search.cost)), "binds": search.lam > 0, **truth}
+    out["rollout_with_margin"] = {k: main_row[k] for k in (
+        "lambda", "estimated_cost", "flagged", "search_failed", "true_retention", "true_cost", "retention_se",
+        "cost_se")} | {"binds": main_row["lambda"] > 0}
+    return out
+
+
+def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, worst_case_target, progress) -> tuple[list[dict], list[dict], list[dict]]:
     """One λ-generalized R-BCQ trained to each length in turn; a rollout search per snapshot.
 
-    At the longest length, REME is trained too and the budget use of three searches is recorded:
-    REME's estimate, the rollout without the margin, the rollout with it.
+    At every length, REME is trained too and the budget use of the same policy searched three other
+    ways is recorded (:func:`other_searches`).
     """
     grid = lambda_grid()
     sampler = LambdaSampler(data, grid)
@@ -176,7 +199,7 @@ def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, worst_ca
     learner = RBCQ(replace(rbcq, lambda_low=0.0, lambda_high=1.0), seed=seed)
     rng = np.random.default_rng(seed)
     rows, curve, done = [], [], 0
-    budget_use: dict = {}
+    budget_use: list[dict] = []
     for length in s["gen_lengths"]:
         learner.fit(sampler, length - done, rng, progress=progress)
         done = length
@@ -193,6 +216,8 @@ def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, worst_ca
                      "lambda": search.lam, "lambda_low": mix.lam_low, "p_low": mix.p_low,
                      "estimated_cost": mix.expected_cost, "flagged": len(search.flagged), **truth})
         print(rows[-1], flush=True)
+        budget_use.append(other_searches(data, config, s, seed, snapshot, reme, model, sampler, starts,
+                                         worst_case_target, length, rows[-1], progress))
         for lam in s["curve_lambdas"]:  # learning curve at fixed λ (truth from fewer users)
             policy = snapshot.policy(lam)
             value = sim.evaluate_policy(config, policy, n_users=s["curve_users"], seed=7000 + seed)
@@ -202,25 +227,6 @@ def generalized_sweep(data, config, s, seed, rbcq, reme, model, target, worst_ca
                           "rollout_cost": est.cost, "rollout_retention": est.retention,
                           "coupon_on_logged_states": float(np.mean(values[policy(data.observations)])),
                           "eligible_ceiling_logged_states": eligible_ceiling(snapshot, data.observations, values, lam)})
-    # the three searches at the longest length
-    longest = snapshot
-    evaluator = REME(longest.greedy, reme, seed=seed)
-    evaluator.fit(sampler, int(done * s["eval_ratio"]), np.random.default_rng(10_000 + seed), progress=progress)
-    for name, cost_of, aim in (
-        ("reme", lambda lam: evaluator.estimate(starts, lam).cost, s["budget"]),
-        ("rollout_no_margin", lambda lam: rollout_cost(model, longest.policy(lam), starts, seed), s["budget"]),
-        ("rollout_worst_case_margin", lambda lam: rollout_cost(model, longest.policy(lam), starts, seed),
-         worst_case_target),
-    ):
-        search, mix = search_and_mix(cost_of, aim, s["search_tol"])
-        truth = truth_of_mix(config, longest.policy, mix, s["truth_users"], 5000 + seed)
-        budget_use[name] = {"lambda": search.lam, "estimated_cost": mix.expected_cost, "flagged": len(search.flagged),
-                            "search_failed": bool(np.isnan(search.cost)), **truth}
-    main_row = rows[-1]
-    budget_use["rollout_with_margin"] = {k: main_row[k] for k in (
-        "lambda", "estimated_cost", "flagged", "search_failed", "true_retention", "true_cost", "retention_se",
-        "cost_se")}
-    budget_use["reme_length"] = int(done * s["eval_ratio"])
     return rows, curve, budget_use
 
 
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None) -> Path:
                                          validation["worst_case_target"], args.progress)
         routes += rows
         curve += c
-        budget_use.append({"seed": seed, **use})
+        budget_use += use
         routes += retraining_sweep(data, config, s, seed, rbcq, model, target)
         payload = summarise(args.quick, {**settings, "seeds": seeds[: i + 1]}, routes, curve, budget_use,
                             validation, [machine_info()], time.perf_counter() - started)
@@ -390,13 +396,13 @@ def summarise(quick: bool, settings: dict, routes: list[dict], curve: list[dict]
     budget = settings["budget"]
     uses = []
     for entry in budget_use:
-        row = {"seed": entry["seed"], "length": max(settings["gen_lengths"]), "reme_length": entry["reme_length"]}
+        row = {"seed": entry["seed"], "length": entry["length"], "reme_length": entry["reme_length"]}
         for name in ("rollout_with_margin", "rollout_no_margin", "rollout_worst_case_margin", "reme"):
             r = entry[name]
             row[name] = {**r, "budget_use": r["true_cost"] / budget, "within_budget": within_budget(r, budget)}
         main = row["rollout_with_margin"]
         row.update(budget_use=main["budget_use"], true_retention=main["true_retention"], true_cost=main["true_cost"],
-                   within_budget=main["within_budget"])
+                   within_budget=main["within_budget"], binds=main["binds"])
         uses.append(row)
     return {
         "benchmark": NAME, "quick": quick, "machine": machines[0], "machines": machines,
@@ -429,7 +435,7 @@ def merge(paths: list[Path], out_dir: Path) -> Path:
 
 def _raw_budget_use(payload: dict) -> list[dict]:
     """The per-seed search records of a part file, as ``summarise`` takes them."""
-    return [{"seed": u["seed"], "reme_length": u["reme_length"],
+    return [{"seed": u["seed"], "length": u["length"], "reme_length": u["reme_length"],
              **{name: u[name] for name in ("rollout_with_margin", "rollout_no_margin", "rollout_worst_case_margin",
                                            "reme")}}
             for u in payload["budget_use"]]
