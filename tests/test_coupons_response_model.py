@@ -8,7 +8,12 @@ import pytest
 from pulse_lib.coupons import simulator as sim
 from pulse_lib.coupons.dataset import CouponDataset
 from pulse_lib.coupons.reme import initial_states
-from pulse_lib.coupons.response_model import N_FEATURES, ResponseModel, ResponseModelConfig, features
+from pulse_lib.coupons.response_model import (
+    N_FEATURES,
+    ResponseModel,
+    ResponseModelConfig,
+    features,
+)
 from pulse_lib.errors import ConfigError, SchemaError
 
 CONFIG = sim.CouponSimConfig(n_users=600)
@@ -35,7 +40,7 @@ def test_features_summarise_the_state() -> None:
 
 
 def test_fit_beats_the_base_rate_on_held_out_users(fitted) -> None:
-    model, data = fitted
+    model, _ = fitted
     held_out = CouponDataset.from_episodes(sim.simulate(CONFIG, rng=np.random.default_rng(1),
                                                         stochastic_policy=sim.logging_policy()))
     rate = held_out.rewards.mean()
@@ -48,7 +53,7 @@ def test_rollout_spends_exactly_a_fixed_policys_coupon_and_tracks_its_retention(
     starts = initial_states(data.observations)
     estimated, exact = [], []
     for action in (3, 8, 14):
-        policy = lambda s, a=action: np.full(len(s), a)  # noqa: E731
+        policy = lambda s, a=action: np.full(len(s), a)
         est = model.rollout(policy, starts, seed=1)
         assert est.cost == pytest.approx(sim.COUPON_VALUES[action])  # spend needs no model for a fixed coupon
         estimated.append(est.retention)
@@ -62,7 +67,7 @@ def test_rollout_spends_exactly_a_fixed_policys_coupon_and_tracks_its_retention(
 def test_rollouts_reuse_random_numbers(fitted) -> None:
     model, data = fitted
     starts = initial_states(data.observations)
-    policy = lambda s: np.where(s[:, 5 + 21] > 0, 2, 12)  # noqa: E731 - depends on the returns so far
+    policy = lambda s: np.where(s[:, 5 + 21] > 0, 2, 12)
     assert model.rollout(policy, starts, seed=3) == model.rollout(policy, starts, seed=3)
     assert model.rollout(policy, starts, seed=3) != model.rollout(policy, starts, seed=4)
 
