@@ -311,26 +311,31 @@ def equal_quality(routes: list[dict], s: dict, seeds: list[int], tolerance: floa
             ok = [r for r in rows if within_budget(r, budget) and r["true_retention"] >= target]
             hit = ok[0] if ok else None
             entry[key] = None if hit is None else {k: hit[k] for k in (
-                "length", "updates", "seconds", "probes", "true_retention", "true_cost", "retention_se", "cost_se")}
+                "length", "updates", "model_updates", "seconds", "probes", "true_retention", "true_cost",
+                "retention_se", "cost_se")}
         if entry["generalized"] and entry["retraining"]:
-            entry["updates_ratio"] = entry["retraining"]["updates"] / entry["generalized"]["updates"]
-            entry["seconds_ratio"] = entry["retraining"]["seconds"] / entry["generalized"]["seconds"]
+            gen, ret = entry["generalized"], entry["retraining"]
+            entry["updates_ratio"] = ret["updates"] / gen["updates"]
+            entry["seconds_ratio"] = ret["seconds"] / gen["seconds"]
+            # R-BCQ updates alone (the evaluator's fit is the same for both routes)
+            entry["learner_updates_ratio"] = (ret["updates"] - ret["model_updates"]) / (
+                gen["updates"] - gen["model_updates"])
         per_seed.append(entry)
     ratios = [e["updates_ratio"] for e in per_seed if "updates_ratio" in e]
     sec = [e["seconds_ratio"] for e in per_seed if "seconds_ratio" in e]
+    learner = [e["learner_updates_ratio"] for e in per_seed if "learner_updates_ratio" in e]
     out = {"best_retraining_length": best_length, "best_retraining_retention": float(best.mean()),
            "best_retraining_se": se, "tolerance": tol,
            "tolerance_rule": "one standard error over seeds" if tolerance is None else "stated up front (absolute)",
            "target_retention": target, "best_length_fallback_over_budget": fallback,
            "within_budget_rule": "true cost <= budget + 2 Monte-Carlo standard errors",
            "per_seed": per_seed, "seeds_reached_by_both": len(ratios)}
-    if len(ratios) >= 2:
-        m, h = mean_ci(ratios)
-        ms, hs = mean_ci(sec)
-        out.update(updates_ratio=m, updates_ratio_half_width=h, seconds_ratio=ms, seconds_ratio_half_width=hs)
-    elif ratios:
-        out.update(updates_ratio=ratios[0], updates_ratio_half_width=None, seconds_ratio=sec[0],
-                   seconds_ratio_half_width=None)
+    for key, values in (("updates_ratio", ratios), ("seconds_ratio", sec), ("learner_updates_ratio", learner)):
+        if len(values) >= 2:
+            m, h = mean_ci(values)
+            out.update({key: m, f"{key}_half_width": h})
+        elif values:
+            out.update({key: values[0], f"{key}_half_width": None})
     out["at_least_5x"] = bool(ratios) and out["updates_ratio"] >= 5
     return out
 
