@@ -21,7 +21,8 @@ def load(name: str):
 
 
 @pytest.mark.parametrize("name, keys", [
-    ("coupons_lambda_compute", {"machine", "settings", "routes", "equal_quality", "budget_use", "learning_curve"}),
+    ("coupons_lambda_compute", {"machine", "settings", "routes", "equal_quality", "equal_quality_one_se",
+                                "budget_use", "learning_curve", "validation"}),
     ("coupons_rbcq_speed", {"machine", "settings", "speed", "memory"}),
 ])
 def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> None:
@@ -36,6 +37,13 @@ def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> Non
         eq = payload["equal_quality"]
         assert {"target_retention", "tolerance", "per_seed"} <= set(eq) and len(eq["per_seed"]) == 2
         assert all({"seed", "budget_use", "true_retention"} <= set(b) for b in payload["budget_use"])
+        for b in payload["budget_use"]:  # three searches on the same policy, each checked in the simulator
+            for name in ("reme", "rollout_no_margin", "rollout_with_margin"):
+                assert {"budget_use", "within_budget", "true_cost"} <= set(b[name])
+        assert eq["tolerance"] == payload["settings"]["tolerance"]  # stated up front, not fitted
+        val = payload["validation"]
+        assert val["margin"] >= 0 and val["search_target"] == pytest.approx(payload["settings"]["budget"] - val["margin"])
+        assert {"rollout_cost", "eligible_ceiling_logged_states"} <= set(payload["learning_curve"][0])
     else:
         assert payload["memory"]["explicit_over_logged"] > 1
         assert all(s["rbcq_steps_per_s"] > 0 for s in payload["speed"])

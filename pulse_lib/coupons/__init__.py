@@ -5,6 +5,7 @@
 - :mod:`pulse_lib.coupons.rbcq`      R-BCQ (discrete BCQ + REM, λ-conditioned); BCQ and REM as special cases
 - :mod:`pulse_lib.coupons.reme`      REME, the multi-head λ-conditioned evaluator (FQE as a special case)
 - :mod:`pulse_lib.coupons.budget`    finding λ* that spends the budget
+- :mod:`pulse_lib.coupons.response_model` a model-based evaluator: next-day return classifier + policy rollouts
 - :mod:`pulse_lib.coupons.pipeline`  the two routes to λ*: one λ-generalized training, or retraining per λ
 - :mod:`pulse_lib.coupons.baselines` discrete CQL from d3rlpy, λ-conditioned
 - :mod:`pulse_lib.coupons.ope`       episode views, target probabilities and sequential doubly robust for coupon episodes
