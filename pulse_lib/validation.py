@@ -480,6 +480,8 @@ def check_fields(
     integer: Iterable[str] = (),
     ranges: Mapping[str, tuple[float | None, float | None] | tuple[float | None, float | None, str]] | None = None,
     choices: Mapping[str, Iterable[Any]] | None = None,
+    boolean: Iterable[str] = (),
+    optional: Iterable[str] = (),
     error: ErrorType = ConfigError,
 ) -> None:
     """Check a config's fields in one line, from its ``__post_init__``.
@@ -488,7 +490,9 @@ def check_fields(
     ``positive`` for a count). ``ranges`` maps a field to ``(low, high)`` (closed) or
     ``(low, high, "(]")`` with the bracket pair saying which ends are open; ``None`` for an
     unbounded end. ``choices`` maps a field to its allowed values. Errors name the class and
-    field (``PPOConfig.vf_coef``) and the value.
+    field (``PPOConfig.vf_coef``) and the value. ``boolean`` fields must be ``True`` or
+    ``False`` (not ``0``/``1`` or a string); ``optional`` fields may be ``None``, which skips
+    every other check on them.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
@@ -503,12 +507,23 @@ def check_fields(
     pulse_lib.errors.ConfigError: Cfg.n_envs must be an integer, got 2.5 (float)
     """
     cls = type(obj).__name__
+    may_be_none = set(optional)
 
     def get(field: str) -> tuple[str, Any]:
         if not hasattr(obj, field):
             raise AttributeError(f"check_fields: {cls} has no field {field!r}")
         return f"{cls}.{field}", getattr(obj, field)
 
+    def given(fields: Iterable[str]) -> list[str]:
+        return [f for f in fields if not (f in may_be_none and get(f)[1] is None)]
+
+    integer, finite, positive, non_negative, probability, boolean = (
+        given(f) for f in (integer, finite, positive, non_negative, probability, boolean))
+    ranges = {f: spec for f, spec in (ranges or {}).items() if f in given([f])}
+    for field in boolean:
+        label, value = get(field)
+        if not _is_bool(value):
+            raise error(f"{label} must be True or False, got {_show(value)}")
     for field in integer:
         check_integer(*get(field), error=error)
     for field in finite:
@@ -519,7 +534,7 @@ def check_fields(
         check_non_negative(*get(field), error=error)
     for field in probability:
         check_probability(*get(field), error=error)
-    for field, spec in (ranges or {}).items():
+    for field, spec in ranges.items():
         brackets = spec[2] if len(spec) == 3 else "[]"
         if brackets not in {"[]", "(]", "[)", "()"}:
             raise ValueError(f"check_fields: bad brackets {brackets!r} for {field!r}")
