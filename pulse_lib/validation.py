@@ -435,12 +435,24 @@ def parse_date(name: str, value: Any, fmt: str, *, error: ErrorType = ConfigErro
         raise error(f"{name}: {value!r} is not a date in format {fmt!r} ({exc})") from None
 
 
+def _missing(item: Any) -> bool:
+    """None, NaN, NaT or pandas.NA (and not a list or an array, whatever it holds)."""
+    import pandas as pd
+
+    try:
+        return item is None or bool(pd.isna(item))
+    except (TypeError, ValueError):
+        return False
+
+
 def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaError) -> pd.Series:
     """A column of date strings parsed with the explicit ``fmt`` into ``datetime64``.
 
     Every entry must match ``fmt`` exactly; missing entries, numbers and strings in another
     format raise ``error`` naming the first bad row. Already-parsed ``datetime64`` columns pass
-    unchanged (a copy). Returns a ``pandas.Series`` (keeping the index of a Series input).
+    unchanged (a copy), and so do ``datetime.date`` / ``datetime`` objects among the strings (a
+    date object is not ambiguous). Returns a ``pandas.Series`` (keeping the index of a Series
+    input).
     """
     import pandas as pd
 
@@ -455,16 +467,26 @@ def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaEr
             row = series.index[series.isna().to_numpy()][0]
             raise error(f"{name} has a missing date at row {_label(row)}")
         return series
-    for row, item in series.items():
-        if not isinstance(item, str):
-            what = "missing" if item is None or (isinstance(item, float) and math.isnan(item)) else _show(item)
+    is_date = np.zeros(len(series), bool)
+    for i, (row, item) in enumerate(series.items()):
+        if isinstance(item, _dt.date) and not _missing(item):
+            is_date[i] = True
+        elif not isinstance(item, str):
+            what = "missing" if _missing(item) else _show(item)
             raise error(f"{name} must hold date strings in format {fmt!r}; row {_label(row)} is {what}")
+    texts = series[~is_date]
     try:
-        return pd.to_datetime(series, format=fmt, exact=True, errors="raise")
+        parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="raise")
     except (ValueError, TypeError):
-        parsed = pd.to_datetime(series, format=fmt, exact=True, errors="coerce")
-        row = series.index[parsed.isna().to_numpy()][0]
-        raise error(f"{name}: row {_label(row)} is {series[row]!r}, not a date in format {fmt!r}") from None
+        parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="coerce")
+        row = texts.index[parsed.isna().to_numpy()][0]
+        raise error(f"{name}: row {_label(row)} is {texts[row]!r}, not a date in format {fmt!r}") from None
+    if not is_date.any():
+        return parsed
+    out = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+    out[~is_date] = parsed.to_numpy()
+    out[is_date] = pd.to_datetime([pd.Timestamp(d).tz_localize(None) for d in series[is_date]]).to_numpy()
+    return out
 
 
 # --------------------------------------------------------------------------- dataclass configs
