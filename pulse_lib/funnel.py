@@ -583,6 +583,8 @@ def _complete_csv_bytes(path: Path) -> io.BytesIO:
     raw = path.read_bytes()
     if path.suffix == ".gz":
         raw = gzip.decompress(raw)
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataFormatError(f"{path}: the file is UTF-16 text; save it as UTF-8")
     if raw and not raw.endswith(b"\n"):
         tail = raw[-40:].decode("utf-8", "replace").rsplit("\n", 1)[-1]
         raise DataFormatError(f"{path}: the file does not end with a newline, so its last row "

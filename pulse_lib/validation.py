@@ -53,6 +53,7 @@ __all__ = [
     "check_file",
     "check_integer",
     "check_integer_array",
+    "check_layer_widths",
     "check_non_negative",
     "check_output_path",
     "check_positive",
@@ -173,6 +174,13 @@ def check_integer(
     return int(x)
 
 
+def check_layer_widths(name: str, value: Any, *, error: ErrorType = ConfigError) -> tuple[int, ...]:
+    """A non-empty tuple of positive integers (an MLP's hidden widths, ``(256, 256)``)."""
+    if not isinstance(value, tuple) or not value:
+        raise error(f"{name} must be a non-empty tuple of layer widths like (64, 64), got {_show(value)}")
+    return tuple(check_integer(f"{name}[{i}]", width, low=1, error=error) for i, width in enumerate(value))
+
+
 # --------------------------------------------------------------------------- arrays
 
 
@@ -215,6 +223,9 @@ def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
     except (TypeError, ValueError) as exc:  # ragged nested lists
         raise error(f"{name} must be a rectangular array of numbers: {exc}") from exc
     if arr.dtype.kind == "O":
+        text = np.array([isinstance(x, (str, bytes)) for x in arr.ravel()], bool).reshape(arr.shape)
+        if text.any():  # "1" among numbers is a schema error, not the number 1
+            raise error(f"{name} must hold numbers, not text; {_first_bad(arr, text)}")
         missing = [x is None or type(x).__name__ == "NAType" for x in arr.ravel()]
         if any(missing):  # None and pandas.NA are missing values: report them as NaN rows
             flat = arr.ravel().copy()
@@ -479,6 +490,7 @@ def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaEr
         parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="raise")
     except (ValueError, TypeError):
         parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="coerce")
+    if parsed.isna().any():  # pandas reads "" as a missing date even with errors="raise"
         row = texts.index[parsed.isna().to_numpy()][0]
         raise error(f"{name}: row {_label(row)} is {texts[row]!r}, not a date in format {fmt!r}") from None
     if not is_date.any():

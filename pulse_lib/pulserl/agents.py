@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pulse_lib.errors import ConfigError, SchemaError
-from pulse_lib.validation import check_fields, check_integer
+from pulse_lib.validation import check_fields, check_layer_widths
 from pulse_lib.pulserl.features import N_FEATURES
 
 
@@ -100,10 +100,7 @@ class CQLConfig:
         counts = ("n_quantiles", "batch_size", "target_update_interval")
         check_fields(self, integer=counts, positive=(*counts, "learning_rate", "adam_epsilon", "huber_kappa"),
                      non_negative=("alpha",), ranges={"gamma": (0.0, 1.0, "(]")})
-        if not isinstance(self.hidden, tuple) or not self.hidden:
-            raise ConfigError(f"CQLConfig.hidden must be a non-empty tuple of layer widths, got {self.hidden!r}")
-        for i, width in enumerate(self.hidden):
-            check_integer(f"CQLConfig.hidden[{i}]", width, low=1)
+        check_layer_widths("CQLConfig.hidden", self.hidden)
         if self.n_quantiles < 1:
             raise ConfigError(f"n_quantiles must be >= 1, got {self.n_quantiles}")
         if self.alpha < 0:

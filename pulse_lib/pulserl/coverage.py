@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pulse_lib.errors import ConfigError
-from pulse_lib.validation import check_fields
+from pulse_lib.validation import check_fields, check_layer_widths
 from pulse_lib.pulserl import agents as A
 from pulse_lib.pulserl import data as D
 from pulse_lib.pulserl import simulator as S
@@ -50,6 +50,7 @@ class SweepConfig:
         counts = ("n_steps", "n_checkpoints", "target_update_interval", "batch_size", "qr_quantiles")
         check_fields(self, integer=counts, positive=(*counts, "learning_rate"), non_negative=("alpha",),
                      ranges={"gamma": (0.0, 1.0, "(]")})
+        check_layer_widths("SweepConfig.hidden", self.hidden)
         if self.n_steps < 1 or self.n_checkpoints < 1:
             raise ConfigError("n_steps and n_checkpoints must be positive")
 

@@ -272,11 +272,14 @@ def validate_table(table: pd.DataFrame) -> None:
         raise SchemaError(f"transition table lacks column(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if table.empty:
         raise SchemaError("transition table has no rows")
-    for column in ("reward", "action_prob", *FEATURE_NAMES, *NEXT_FEATURE_NAMES):
-        try:
-            values = table[column].to_numpy(dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise SchemaError(f"column {column!r} is not numeric ({exc})") from None
+    for column in ("eps_id", "t", "reward", "action_prob", *FEATURE_NAMES, *NEXT_FEATURE_NAMES):
+        if table[column].dtype.kind not in "biuf":  # text such as "1" is not silently a number
+            bad = [i for i, v in enumerate(table[column]) if not isinstance(v, (int, float, np.number))]
+            where = f"; row {bad[0]} is {table[column].iloc[bad[0]]!r}" if bad else ""
+            raise SchemaError(f"column {column!r} must hold numbers, has dtype {table[column].dtype}{where}")
+        values = table[column].to_numpy(dtype=np.float64)
+        if column in ("eps_id", "t"):
+            continue  # checked as integers below
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise SchemaError(f"column {column!r} row {int(bad[0])} is not finite")
