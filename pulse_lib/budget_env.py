@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from pulse_lib.errors import ConfigError, SchemaError
-from pulse_lib.validation import check_fields, check_positive, parse_date
 from pulse_lib.funnel import (
     DEFAULT_COST_WEIGHT,
     HUMAN_SHARES,
@@ -50,6 +49,7 @@ from pulse_lib.funnel import (
     simulate_funnel,
     validate_funnel,
 )
+from pulse_lib.validation import check_fields, check_positive, parse_date
 
 #: The historical marketer's shares by channel name (:data:`pulse_lib.funnel.HUMAN_SHARES`).
 HUMAN_SHARES_BY_CHANNEL: dict[str, float] = dict(

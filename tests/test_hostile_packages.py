@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +28,13 @@ from pulse_lib.coupons.baselines import CQLConfig as CouponCQLConfig
 from pulse_lib.coupons.rbcq import RBCQConfig
 from pulse_lib.coupons.reme import REMEConfig
 from pulse_lib.coupons.simulator import CouponSimConfig
-from pulse_lib.errors import ConfigError, DataFormatError, PathError, SchemaError, SetupError
+from pulse_lib.errors import (
+    ConfigError,
+    DataFormatError,
+    PathError,
+    SchemaError,
+    SetupError,
+)
 from pulse_lib.nba import obd
 from pulse_lib.nba.simulator import JourneySimulator, ObjectiveWeights, default_catalog
 from pulse_lib.pulserl import agents as pulserl_agents

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pulse_lib.coupons.dataset import CouponDataset
 from pulse_lib import ope
+from pulse_lib.coupons.dataset import CouponDataset
 from pulse_lib.errors import SchemaError
 from pulse_lib.ope import OPEEstimate
 from pulse_lib.validation import check_array, check_probabilities

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from pulse_lib.errors import ConfigError, SchemaError
-from pulse_lib.validation import check_fields, check_layer_widths
 from pulse_lib.pulserl.features import N_FEATURES
+from pulse_lib.validation import check_fields, check_layer_widths
 
 
 def quiet_d3rlpy() -> None:

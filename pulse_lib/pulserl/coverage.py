@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from pulse_lib.errors import ConfigError
-from pulse_lib.validation import check_fields, check_layer_widths
 from pulse_lib.pulserl import agents as A
 from pulse_lib.pulserl import data as D
 from pulse_lib.pulserl import simulator as S
 from pulse_lib.pulserl.features import N_FEATURES
+from pulse_lib.validation import check_fields, check_layer_widths
 
 Policy = Callable[[np.ndarray], np.ndarray]
 

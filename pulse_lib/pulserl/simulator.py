@@ -24,7 +24,6 @@ import pandas as pd
 from scipy import stats
 
 from pulse_lib.errors import ConfigError, SchemaError
-from pulse_lib.validation import check_fields, parse_date
 from pulse_lib.pulserl.features import (
     ADDRESS_STATES,
     FEATURE_INDEX,
@@ -33,6 +32,7 @@ from pulse_lib.pulserl.features import (
     NEXT_FEATURE_NAMES,
     RECENCY_EVENTS,
 )
+from pulse_lib.validation import check_fields, parse_date
 
 #: A policy maps observations ``(n, 63)`` to the probability of sending, shape ``(n,)``.
 Policy = Callable[[np.ndarray], np.ndarray]
