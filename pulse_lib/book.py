@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pulse_lib.errors import ConfigError
+from pulse_lib.errors import ConfigError, PathError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,7 +155,8 @@ def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
     the first parent of ``start`` (default: the working directory) that is a checkout; the
     checkout this module was imported from (an editable install or ``PYTHONPATH``); the
     directory a non-editable ``pip install <clone>`` was installed from (pip's record of it).
-    Anything else is a :class:`ConfigError` saying to set ``PULSE_BOOK_ROOT``.
+    Anything else is a :class:`ConfigError` saying to set ``PULSE_BOOK_ROOT``. A ``start``
+    that does not exist is a :class:`FileNotFoundError` (a file: :class:`PathError`).
     """
     env = os.environ.get("PULSE_BOOK_ROOT")
     if env:
@@ -163,7 +164,11 @@ def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
         if not path.is_dir():
             raise ConfigError(f"PULSE_BOOK_ROOT={env} is not a directory: point it at the book's clone")
         return path
-    here = Path(start or Path.cwd()).resolve()
+    here = Path(start or Path.cwd()).expanduser().resolve()
+    if start is not None and not here.is_dir():  # a typo must not fall back to another checkout
+        if not here.exists():
+            raise FileNotFoundError(f"repo_root: the start folder {here} does not exist")
+        raise PathError(f"repo_root: the start folder {here} is a file, not a directory")
     for candidate in (here, *here.parents):
         if _is_checkout(candidate):
             return candidate

@@ -49,6 +49,7 @@ from pulse_lib.funnel import (
     simulate_funnel,
     validate_funnel,
 )
+from pulse_lib.validation import check_fields, check_positive, parse_date
 
 #: The historical marketer's shares by channel name (:data:`pulse_lib.funnel.HUMAN_SHARES`).
 HUMAN_SHARES_BY_CHANNEL: dict[str, float] = dict(
@@ -92,6 +93,17 @@ class BudgetEnvConfig:
     logged_spend: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
+        counts = ("horizon_days", "holidays_ahead_days", "calendar_days")
+        check_fields(self, integer=counts, positive=(*counts, "clicks_scale"),
+                     non_negative=("cost_weight", "value_per_click"), boolean=("organic",))
+        pair = self.budget_range
+        if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
+            raise ConfigError(
+                f"BudgetEnvConfig.budget_range must be a (low, high) pair, got {pair!r}"
+            )
+        for i, bound in enumerate(self.budget_range):
+            check_positive(f"BudgetEnvConfig.budget_range[{i}]", bound)
+        parse_date("BudgetEnvConfig.calendar_start", self.calendar_start, "%Y-%m-%d")
         if self.horizon_days < 1:
             raise ConfigError(f"horizon_days must be >= 1, got {self.horizon_days}")
         low, high = self.budget_range

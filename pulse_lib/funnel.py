@@ -35,6 +35,7 @@ human-like historical spending policy, and the reward.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ import pandas as pd
 
 from pulse_lib.errors import DataFormatError, SchemaError
 from pulse_lib.io import atomic_path, atomic_write
+from pulse_lib.validation import check_file, check_integer, check_integer_array, parse_dates
 
 #: Required columns of a funnel table, with what each holds.
 REQUIRED_COLUMNS: dict[str, str] = {
@@ -66,6 +68,10 @@ DATASET_SEED = 2018
 #: First day and length of the shipped table.
 DATASET_START = "2016-07-01"
 DATASET_DAYS = 730
+
+#: How dates are written in a funnel table (ISO 8601). Tables written otherwise pass their own
+#: ``date_format``: ``01/07/2016`` is never guessed to be July or January.
+DATE_FORMAT = "%Y-%m-%d"
 
 #: Plausible cost per thousand impressions (CPM), in currency units, for the spend-unit
 #: check of :func:`check_spend_units`. Real CPMs run from cents to a few hundred in any major
@@ -417,8 +423,13 @@ def validate_funnel(
     frame: pd.DataFrame,
     spend_unit: str = "thousands",
     cpm_range: tuple[float, float] | None = CPM_RANGE,
+    date_format: str = DATE_FORMAT,
 ) -> pd.DataFrame:
     """Check a table against the funnel schema; return a typed copy, sorted by date and channel.
+
+    Dates given as text must follow ``date_format`` exactly (default ISO ``%Y-%m-%d``; pass
+    ``"%d/%m/%Y"`` for day-first exports): an ambiguous ``01/07/2016`` or an integer is an error,
+    never a guess. ``datetime64`` columns and date objects pass as they are.
 
     ``spend_unit`` says what the ``spend`` column holds: ``"thousands"`` of currency units
     (the book's unit) or ``"currency"`` (converted to thousands here, on request). The spend
@@ -444,9 +455,7 @@ def validate_funnel(
         if out[name].isna().any():
             raise SchemaError(f"column {name!r} has missing values (NaN) at {_first_bad_row(out, out[name].isna())}")
 
-    dates = pd.to_datetime(out["date"], errors="coerce")
-    if dates.isna().any():
-        raise SchemaError(f"column 'date' has values that are not dates at {_first_bad_row(out, dates.isna())}")
+    dates = parse_dates("column 'date'", out["date"], date_format)  # explicit format, no guessing
     out["date"] = dates.dt.normalize()
     out["channel"] = out["channel"].astype(str)
 
@@ -470,7 +479,8 @@ def validate_funnel(
             raise SchemaError(f"column {name!r} is negative at {_first_bad_row(out, values < 0)}")
         if (values != np.round(values)).any():
             raise SchemaError(f"column {name!r} must hold whole counts; fractional at {_first_bad_row(out, values != np.round(values))}")
-        out[name] = values.astype("int64")
+        # beyond int64 a cast wraps (1e20 -> -9.2e18): refuse instead
+        out[name] = check_integer_array(f"column {name!r}", values.to_numpy(), low=0)
     if (out["clicks"] > out["impressions"]).any():
         raise SchemaError(f"column 'clicks' exceeds 'impressions' at {_first_bad_row(out, out['clicks'] > out['impressions'])}")
     if "acquisitions" in out and (out["acquisitions"] > out["clicks"]).any():
@@ -530,16 +540,26 @@ def load_funnel(
     path: str | Path,
     spend_unit: str = "thousands",
     cpm_range: tuple[float, float] | None = CPM_RANGE,
+    date_format: str = DATE_FORMAT,
+    expected_rows: int | None = None,
 ) -> pd.DataFrame:
-    """Read a funnel table from CSV or Parquet and validate it (see :func:`validate_funnel`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"no funnel table at {path}")
+    """Read a funnel table from CSV or Parquet and validate it (see :func:`validate_funnel`).
+
+    A CSV must end with a newline: a file cut inside its last row (``...,1736`` cut to
+    ``...,17``) would otherwise be read as a shorter number. A cut exactly at a row boundary
+    leaves a well-formed, shorter table that no format check can tell apart: pass
+    ``expected_rows`` (the shipped table's count is recorded in its ``truth.json``) to catch it.
+    A missing path is a :class:`FileNotFoundError`, a directory a
+    :class:`~pulse_lib.errors.PathError`.
+    """
+    path = check_file("funnel table path", path)
+    if expected_rows is not None:
+        check_integer("expected_rows", expected_rows, low=1)
     try:
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif path.suffix in (".csv", ".gz"):
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(_complete_csv_bytes(path))
         else:
             raise DataFormatError(
                 f"{path}: unknown table format {path.suffix!r}; use .csv or .parquet"
@@ -550,7 +570,26 @@ def load_funnel(
         raise DataFormatError(
             f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})"
         ) from exc
-    return validate_funnel(frame, spend_unit=spend_unit, cpm_range=cpm_range)
+    if expected_rows is not None and len(frame) != expected_rows:
+        raise DataFormatError(f"{path}: {len(frame)} rows, expected {expected_rows}: the file is "
+                              "truncated or not the table it claims to be")
+    return validate_funnel(frame, spend_unit=spend_unit, cpm_range=cpm_range, date_format=date_format)
+
+
+def _complete_csv_bytes(path: Path) -> io.BytesIO:
+    """The bytes of a CSV (gunzipped if ``.gz``), refused unless the last row is complete."""
+    import gzip
+
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataFormatError(f"{path}: the file is UTF-16 text; save it as UTF-8")
+    if raw and not raw.endswith(b"\n"):
+        tail = raw[-40:].decode("utf-8", "replace").rsplit("\n", 1)[-1]
+        raise DataFormatError(f"{path}: the file does not end with a newline, so its last row "
+                              f"({tail!r}) may be cut short: the file looks truncated")
+    return io.BytesIO(raw)
 
 
 def shipped_dataset_dir(version: int = DATASET_VERSION) -> Path:
@@ -567,8 +606,9 @@ def load_shipped_funnel(version: int = DATASET_VERSION) -> tuple[pd.DataFrame, C
             f"no shipped funnel version {version} at {folder}; this library ships version "
             f"{DATASET_VERSION} (older versions are in the git history)"
         )
-    frame = load_funnel(folder / "funnel.csv")
     meta = json.loads((folder / "truth.json").read_text())
+    # one row per day and channel: a table cut at a row boundary has fewer
+    frame = load_funnel(folder / "funnel.csv", expected_rows=meta["n_days"] * len(meta["channels"]))
     truth = ChannelParams.from_dict(meta)
     return frame, truth
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from pulse_lib.budget_env import BatchedBudgetEnv, BatchState, BudgetEnvConfig
 from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.validation import check_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,23 +40,31 @@ class PPOConfig:
     learning_rate: float = 1e-3  #: higher than CleanRL's 3e-4: small networks, short runs
     anneal_lr: bool = True  #: linearly decay the learning rate to 0
     gamma: float = 1.0  #: no discount: the budget period is short and its end is fixed
-    gae_lambda: float = 0.95
+    gae_lambda: float = 0.95  #: GAE's lambda: 0 is one-step TD, 1 the Monte Carlo return
     update_epochs: int = 4  #: passes over each rollout
-    n_minibatches: int = 4
+    n_minibatches: int = 4  #: minibatches each rollout is split into per epoch
     clip_coef: float = 0.2  #: the PPO band: ratios outside [1 - clip, 1 + clip] get no gradient
     clip_value: bool = False  #: clip the value loss too (CleanRL's default is on; off is simpler)
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    ent_coef: float = 0.0  #: weight of the entropy bonus (>= 0)
+    vf_coef: float = 0.5  #: weight of the value loss (>= 0)
+    max_grad_norm: float = 0.5  #: gradients are clipped to this global norm (> 0)
     target_kl: float | None = None  #: stop the epoch loop early when the approximate KL exceeds it
     hidden: int = 64  #: width of both MLPs (two hidden layers, tanh)
     init_log_std: float = -1.5  #: initial log sd of the Gaussian: exploration noise costs return here
     pace_prior: bool = True  #: centre the spend fraction on the even pace 1 / (days left)
     reward_scale: float = 0.01  #: rewards are multiplied by this before the value fit (returns ~60)
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = 0  #: seeds torch and the environment's generator
+    device: str = "cpu"  #: torch device of the networks ("cpu" or "cuda")
 
     def __post_init__(self) -> None:
+        counts = ("total_steps", "n_envs", "update_epochs", "n_minibatches", "hidden")
+        check_fields(self, integer=(*counts, "seed"), non_negative=("seed", "ent_coef", "vf_coef"),
+                     positive=(*counts, "learning_rate", "max_grad_norm", "reward_scale", "target_kl"),
+                     probability=("gamma", "gae_lambda"), finite=("init_log_std",),
+                     ranges={"clip_coef": (0.0, 1.0, "()")}, optional=("target_kl",),
+                     boolean=("anneal_lr", "clip_value", "pace_prior"))
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError(f"PPOConfig.device must be a torch device name like 'cpu', got {self.device!r}")
         if self.total_steps < 1 or self.n_envs < 1 or self.update_epochs < 1 or self.n_minibatches < 1:
             raise ConfigError("total_steps, n_envs, update_epochs and n_minibatches must be >= 1")
         if not 0 < self.clip_coef < 1:

@@ -36,6 +36,7 @@ import yaml
 
 from pulse_lib.book import PROFILE_NAMES, repo_root
 from pulse_lib.errors import ConfigError
+from pulse_lib.validation import check_integer
 
 BUILD_DIR = "_build"
 STAGE_DIR = "_build/executed"
@@ -68,27 +69,46 @@ class ChapterResult:
     detail: str = ""
 
 
-def _walk_toc(node: object) -> list[str]:
+def _walk_toc(node: object, where: str = "_toc.yml") -> list[str]:
     files: list[str] = []
-    if isinstance(node, dict):
-        if "file" in node:
-            files.append(str(node["file"]))
-        for key in ("parts", "chapters", "sections"):
-            for child in node.get(key, []) or []:
-                files += _walk_toc(child)
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: an entry must be a mapping with 'file', 'parts', 'chapters' or "
+                          f"'sections', got {node!r:.80}")
+    if "file" in node:
+        if not isinstance(node["file"], str) or not node["file"].strip():
+            raise ConfigError(f"{where}: 'file' must be a path like chapters/01_x, got {node['file']!r}")
+        files.append(node["file"])
+    for key in ("parts", "chapters", "sections"):
+        children = node.get(key) or []
+        if not isinstance(children, list):
+            raise ConfigError(f"{where}: {key!r} must be a list of entries, got {children!r:.80}")
+        for i, child in enumerate(children):
+            files += _walk_toc(child, f"{where}: {key}[{i}]")
     return files
 
 
 def toc_chapters(root: Path) -> list[str]:
-    """File stems of the notebooks in ``chapters/`` that ``_toc.yml`` lists, in book order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    stems = []
+    """File stems of the notebooks in ``chapters/`` that ``_toc.yml`` lists, in book order.
+
+    A missing or malformed ``_toc.yml`` (not YAML, not a mapping, an entry of the wrong kind)
+    and a notebook listed twice are :class:`ConfigError` naming the file and the entry.
+    """
+    toc_path = root / "_toc.yml"
+    if not toc_path.is_file():
+        raise ConfigError(f"no table of contents at {toc_path}: is {root} the book's checkout?")
+    try:
+        toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{toc_path} is not valid YAML: {exc}") from None
+    stems: list[str] = []
     for entry in _walk_toc(toc):
         path = Path(entry)
         if path.parts[0] == "chapters":
             notebook = root / path.with_suffix(".ipynb")
             if not notebook.is_file():
                 raise ConfigError(f"_toc.yml lists {entry} but {notebook} does not exist")
+            if path.stem in stems:
+                raise ConfigError(f"_toc.yml lists {entry} twice")
             stems.append(path.stem)
     return stems
 
@@ -98,12 +118,19 @@ def resolve_chapters(root: Path, requested: Sequence[str]) -> list[str]:
     known = toc_chapters(root)
     if not requested:
         return known
-    chosen = []
+    if isinstance(requested, str):
+        raise ConfigError(f"chapters must be a list of names, got the string {requested!r}")
+    chosen: list[str] = []
+    asked: dict[str, str] = {}
     for name in requested:
         name = Path(name).stem
         matches = [stem for stem in known if stem == name or stem.split("_", 1)[0] == name]
         if len(matches) != 1:
             raise ConfigError(f"unknown chapter {name!r}; the book has: {', '.join(known)}")
+        if matches[0] in asked:  # two workers would write the same executed copy
+            raise ConfigError(f"chapter {matches[0]} is requested twice (as {asked[matches[0]]!r} "
+                              f"and {name!r})")
+        asked[matches[0]] = name
         chosen.append(matches[0])
     return chosen
 
@@ -322,6 +349,8 @@ def run_chapters(
     """Execute chapters (all of ``_toc.yml`` by default) and print a time table."""
     if profile not in PROFILE_NAMES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {list(PROFILE_NAMES)}")
+    if jobs is not None:
+        check_integer("jobs", jobs, low=1)
     root = root or repo_root()
     names = resolve_chapters(root, chapters)
     stage_book(root)
@@ -393,6 +422,17 @@ def build_html(root: Path | None = None, partial: bool = False) -> Path:
     return html
 
 
+def _positive_int(text: str) -> int:
+    """``--jobs``: a whole number >= 1 (argparse reports the error with the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pulse_lib.runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -401,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help="execute chapters" + (" and build the HTML book" if name == "book" else ""))
         cmd.add_argument("chapters", nargs="*", help="chapter stems or numbers (default: all in _toc.yml)")
         cmd.add_argument("--profile", default="ci", help="ci (small, CPU minutes) or full (the reproduction, GPU)")
-        cmd.add_argument("--jobs", type=int, default=None, help="chapters run at once (default: CPU cores)")
+        cmd.add_argument("--jobs", type=_positive_int, default=None,
+                         help="chapters run at once (default: CPU cores)")
         cmd.add_argument("--force", action="store_true", help="re-execute even when nothing changed")
     build = sub.add_parser("build", help="build the HTML book from the executed chapters")
     build.add_argument("--partial", action="store_true",

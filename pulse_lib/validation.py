@@ -53,6 +53,7 @@ __all__ = [
     "check_file",
     "check_integer",
     "check_integer_array",
+    "check_layer_widths",
     "check_non_negative",
     "check_output_path",
     "check_positive",
@@ -173,6 +174,13 @@ def check_integer(
     return int(x)
 
 
+def check_layer_widths(name: str, value: Any, *, error: ErrorType = ConfigError) -> tuple[int, ...]:
+    """A non-empty tuple of positive integers (an MLP's hidden widths, ``(256, 256)``)."""
+    if not isinstance(value, tuple) or not value:
+        raise error(f"{name} must be a non-empty tuple of layer widths like (64, 64), got {_show(value)}")
+    return tuple(check_integer(f"{name}[{i}]", width, low=1, error=error) for i, width in enumerate(value))
+
+
 # --------------------------------------------------------------------------- arrays
 
 
@@ -215,6 +223,9 @@ def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
     except (TypeError, ValueError) as exc:  # ragged nested lists
         raise error(f"{name} must be a rectangular array of numbers: {exc}") from exc
     if arr.dtype.kind == "O":
+        text = np.array([isinstance(x, (str, bytes)) for x in arr.ravel()], bool).reshape(arr.shape)
+        if text.any():  # "1" among numbers is a schema error, not the number 1
+            raise error(f"{name} must hold numbers, not text; {_first_bad(arr, text)}")
         missing = [x is None or type(x).__name__ == "NAType" for x in arr.ravel()]
         if any(missing):  # None and pandas.NA are missing values: report them as NaN rows
             flat = arr.ravel().copy()
@@ -435,12 +446,24 @@ def parse_date(name: str, value: Any, fmt: str, *, error: ErrorType = ConfigErro
         raise error(f"{name}: {value!r} is not a date in format {fmt!r} ({exc})") from None
 
 
+def _missing(item: Any) -> bool:
+    """None, NaN, NaT or pandas.NA (and not a list or an array, whatever it holds)."""
+    import pandas as pd
+
+    try:
+        return item is None or bool(pd.isna(item))
+    except (TypeError, ValueError):
+        return False
+
+
 def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaError) -> pd.Series:
     """A column of date strings parsed with the explicit ``fmt`` into ``datetime64``.
 
     Every entry must match ``fmt`` exactly; missing entries, numbers and strings in another
     format raise ``error`` naming the first bad row. Already-parsed ``datetime64`` columns pass
-    unchanged (a copy). Returns a ``pandas.Series`` (keeping the index of a Series input).
+    unchanged (a copy), and so do ``datetime.date`` / ``datetime`` objects among the strings (a
+    date object is not ambiguous). Returns a ``pandas.Series`` (keeping the index of a Series
+    input).
     """
     import pandas as pd
 
@@ -455,16 +478,27 @@ def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaEr
             row = series.index[series.isna().to_numpy()][0]
             raise error(f"{name} has a missing date at row {_label(row)}")
         return series
-    for row, item in series.items():
-        if not isinstance(item, str):
-            what = "missing" if item is None or (isinstance(item, float) and math.isnan(item)) else _show(item)
+    is_date = np.zeros(len(series), bool)
+    for i, (row, item) in enumerate(series.items()):
+        if isinstance(item, _dt.date) and not _missing(item):
+            is_date[i] = True
+        elif not isinstance(item, str):
+            what = "missing" if _missing(item) else _show(item)
             raise error(f"{name} must hold date strings in format {fmt!r}; row {_label(row)} is {what}")
+    texts = series[~is_date]
     try:
-        return pd.to_datetime(series, format=fmt, exact=True, errors="raise")
+        parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="raise")
     except (ValueError, TypeError):
-        parsed = pd.to_datetime(series, format=fmt, exact=True, errors="coerce")
-        row = series.index[parsed.isna().to_numpy()][0]
-        raise error(f"{name}: row {_label(row)} is {series[row]!r}, not a date in format {fmt!r}") from None
+        parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="coerce")
+    if parsed.isna().any():  # pandas reads "" as a missing date even with errors="raise"
+        row = texts.index[parsed.isna().to_numpy()][0]
+        raise error(f"{name}: row {_label(row)} is {texts[row]!r}, not a date in format {fmt!r}") from None
+    if not is_date.any():
+        return parsed
+    out = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+    out[~is_date] = parsed.to_numpy()
+    out[is_date] = pd.to_datetime([pd.Timestamp(d).tz_localize(None) for d in series[is_date]]).to_numpy()
+    return out
 
 
 # --------------------------------------------------------------------------- dataclass configs
@@ -480,6 +514,8 @@ def check_fields(
     integer: Iterable[str] = (),
     ranges: Mapping[str, tuple[float | None, float | None] | tuple[float | None, float | None, str]] | None = None,
     choices: Mapping[str, Iterable[Any]] | None = None,
+    boolean: Iterable[str] = (),
+    optional: Iterable[str] = (),
     error: ErrorType = ConfigError,
 ) -> None:
     """Check a config's fields in one line, from its ``__post_init__``.
@@ -488,7 +524,9 @@ def check_fields(
     ``positive`` for a count). ``ranges`` maps a field to ``(low, high)`` (closed) or
     ``(low, high, "(]")`` with the bracket pair saying which ends are open; ``None`` for an
     unbounded end. ``choices`` maps a field to its allowed values. Errors name the class and
-    field (``PPOConfig.vf_coef``) and the value.
+    field (``PPOConfig.vf_coef``) and the value. ``boolean`` fields must be ``True`` or
+    ``False`` (not ``0``/``1`` or a string); ``optional`` fields may be ``None``, which skips
+    every other check on them.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
@@ -503,12 +541,23 @@ def check_fields(
     pulse_lib.errors.ConfigError: Cfg.n_envs must be an integer, got 2.5 (float)
     """
     cls = type(obj).__name__
+    may_be_none = set(optional)
 
     def get(field: str) -> tuple[str, Any]:
         if not hasattr(obj, field):
             raise AttributeError(f"check_fields: {cls} has no field {field!r}")
         return f"{cls}.{field}", getattr(obj, field)
 
+    def given(fields: Iterable[str]) -> list[str]:
+        return [f for f in fields if not (f in may_be_none and get(f)[1] is None)]
+
+    integer, finite, positive, non_negative, probability, boolean = (
+        given(f) for f in (integer, finite, positive, non_negative, probability, boolean))
+    ranges = {f: spec for f, spec in (ranges or {}).items() if f in given([f])}
+    for field in boolean:
+        label, value = get(field)
+        if not _is_bool(value):
+            raise error(f"{label} must be True or False, got {_show(value)}")
     for field in integer:
         check_integer(*get(field), error=error)
     for field in finite:
@@ -519,7 +568,7 @@ def check_fields(
         check_non_negative(*get(field), error=error)
     for field in probability:
         check_probability(*get(field), error=error)
-    for field, spec in (ranges or {}).items():
+    for field, spec in ranges.items():
         brackets = spec[2] if len(spec) == 3 else "[]"
         if brackets not in {"[]", "(]", "[)", "()"}:
             raise ValueError(f"check_fields: bad brackets {brackets!r} for {field!r}")

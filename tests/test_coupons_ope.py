@@ -53,9 +53,14 @@ def test_dr_on_policy_is_the_sample_mean_whatever_the_model() -> None:
 
 def test_dr_validation_and_ess() -> None:
     ones = np.ones((2, 3))
-    with pytest.raises(SchemaError, match="behaviour_prob is 0.0"):
+    with pytest.raises(SchemaError, match=r"behaviour_prob must be in \(0, 1\].*index \(0, 0\) is 0.0"):
         sequential_doubly_robust(ones, ones, np.zeros((2, 3)), ones, ones)
-    with pytest.raises(SchemaError, match="q_logged has shape"):
+    with pytest.raises(SchemaError, match=r"q_logged must have shape \(2, 3\), got \(2, 2\)"):
         sequential_doubly_robust(ones, ones, ones, np.ones((2, 2)), ones)
     ess = effective_sample_size(np.array([[1.0, 0.0], [1.0, 1.0]]), np.full((2, 2), 0.5))
     np.testing.assert_allclose(ess, [2.0, 1.0])
+    with pytest.raises(SchemaError, match=r"target_prob must be a probability.*is 5.0"):
+        sequential_doubly_robust(ones, np.full((2, 3), 5.0), ones, ones, ones)
+    for bad in (np.nan, -0.5):
+        with pytest.raises(SchemaError, match="target_prob"):
+            effective_sample_size(np.full((2, 3), bad), ones)

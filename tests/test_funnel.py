@@ -44,7 +44,7 @@ def _good(shipped_funnel) -> pd.DataFrame:
         (lambda d: d.astype({"clicks": object}).assign(clicks=lambda x: x["clicks"].where(x.index != 2, "many")),
          r"'clicks' has non-numeric values at row\(s\) 2"),
         (lambda d: d.assign(date=d["date"].astype(str).where(d.index != 4, "yesterday")),
-         r"'date' has values that are not dates at row\(s\) 4"),
+         r"'date': row 4 is 'yesterday', not a date in format '%Y-%m-%d'"),
         (lambda d: d.assign(holiday=d["holiday"].where(d.index != 6, 2)), r"'holiday' must be 0 or 1"),
         (lambda d: d.assign(clicks=d["clicks"].astype(float).where(d.index != 7, 1.5)), r"whole counts.*row\(s\) 7"),
         (lambda d: d.assign(clicks=d["clicks"].where(d.index != 8, 10**9)), r"'clicks' exceeds 'impressions' at row\(s\) 8"),
@@ -79,7 +79,7 @@ def test_load_funnel_round_trips_csv_and_parquet_and_rejects_bad_files(tmp_path,
     with pytest.raises(DataFormatError, match="unknown table format"):
         (tmp_path / "t.json").write_text("[]")
         funnel.load_funnel(tmp_path / "t.json")
-    with pytest.raises(DataFormatError, match="no funnel table"):
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
         funnel.load_funnel(tmp_path / "missing.csv")
 
 

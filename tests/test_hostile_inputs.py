@@ -421,8 +421,10 @@ def _book_cases() -> Iterator[Case]:
                PulseError)
     yield Case("book.repo_root/start-missing",
                lambda c: (c.monkeypatch.delenv("PULSE_BOOK_ROOT"), book.repo_root(c.tmp / "nope")),
-               "nope", (ConfigError, FileNotFoundError),
-               xfail="book.repo_root: a missing start folder is accepted (falls back to the package)")
+               "nope", FileNotFoundError)
+    yield Case("book.repo_root/start-is-a-file",
+               lambda c: (c.monkeypatch.delenv("PULSE_BOOK_ROOT"), book.repo_root(_file(c.tmp))),
+               "a_file.txt", PathError)
     yield Case("book.setup_torch/threads-negative", lambda c: book.setup_torch(-2), "threads",
                ConfigError)
     yield Case("book.setup_torch/threads-float", lambda c: book.setup_torch(2.5), "threads",

@@ -62,8 +62,15 @@ def test_broken_files_raise_clear_errors(tmp_path: Path) -> None:
         obd.load_obd(path=_write(tmp_path, bad))
     with pytest.raises(ConfigError, match="campaign"):
         obd.load_obd("random", "kids")
-    with pytest.raises(SetupError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
         obd.load_obd(path=tmp_path / "nope.csv")
+
+
+def test_a_bundled_file_missing_from_obp_is_a_setup_error_naming_it(tmp_path, monkeypatch) -> None:
+    (tmp_path / "random" / "all").mkdir(parents=True)
+    monkeypatch.setattr(obd, "obd_dir", lambda: tmp_path)
+    with pytest.raises(SetupError, match=r"not found: .*random/all/all\.csv.*pip install"):
+        obd.load_obd("random", "all")
 
 
 def test_missing_obp_is_a_setup_error(monkeypatch: pytest.MonkeyPatch) -> None:

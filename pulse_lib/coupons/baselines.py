@@ -18,6 +18,7 @@ import torch
 from pulse_lib.coupons.dataset import STATE_SCALE, CouponDataset
 from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM, Policy
 from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.validation import check_fields
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class CQLConfig:
     batch_size: int = 256  # transitions per update
     alpha: float = 1.0  # weight of the CQL(H) penalty
     target_update_interval: int = 200  # updates between target-network copies
+
+    def __post_init__(self) -> None:
+        check_fields(self, integer=("hidden", "batch_size", "target_update_interval"),
+                     positive=("hidden", "lr", "batch_size", "target_update_interval"),
+                     non_negative=("alpha",), ranges={"gamma": (0.0, 1.0, "(]")})
 
 
 class LambdaCQL:

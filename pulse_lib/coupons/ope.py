@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pulse_lib import ope
 from pulse_lib.coupons.dataset import CouponDataset
 from pulse_lib.errors import SchemaError
 from pulse_lib.ope import OPEEstimate
+from pulse_lib.validation import check_array, check_probabilities
 
 
 @dataclass
@@ -70,25 +72,32 @@ def sequential_doubly_robust(rewards: np.ndarray, target_prob: np.ndarray, behav
     cumulative importance weight; ``q_logged`` holds ``Q̂(s_t, a_t)`` (the evaluator's value of the
     logged action, total over the remaining days) and ``v_target`` ``Q̂(s_t, π(s_t))``. All ``(E, H)``.
     """
-    arrays = {"rewards": rewards, "target_prob": target_prob, "behaviour_prob": behaviour_prob,
-              "q_logged": q_logged, "v_target": v_target}
+    rewards = check_array("rewards", rewards, ndim=2)
     shape = rewards.shape
-    for name, arr in arrays.items():
-        if arr.shape != shape or arr.ndim != 2:
-            raise SchemaError(f"{name} has shape {arr.shape}, expected (episodes, horizon) = {shape}")
-        if not np.all(np.isfinite(arr)):
-            raise SchemaError(f"{name} contains NaN or inf")
-    if np.any(behaviour_prob <= 0):
-        row, col = np.argwhere(behaviour_prob <= 0)[0]
-        raise SchemaError(f"behaviour_prob is {behaviour_prob[row, col]} at episode {row}, day {col}: must be > 0")
+    target_prob, behaviour_prob = _probabilities(target_prob, behaviour_prob, shape)
+    q_logged = check_array("q_logged", q_logged, shape=shape)
+    v_target = check_array("v_target", v_target, shape=shape)
     rho = np.cumprod(target_prob / behaviour_prob, axis=1)
     rho_prev = np.concatenate([np.ones((shape[0], 1)), rho[:, :-1]], axis=1)
     terms = (rho_prev * v_target + rho * (rewards - q_logged)).sum(axis=1) / shape[1]
     return OPEEstimate(float(terms.mean()), terms, "DR")
 
 
+def _probabilities(target_prob: np.ndarray, behaviour_prob: np.ndarray,
+                   shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Both ``(episodes, horizon)`` matrices checked: probabilities in [0, 1], propensities > 0."""
+    pi = check_probabilities("target_prob", target_prob, ndim=2, shape=shape)
+    mu = check_probabilities("behaviour_prob", behaviour_prob, shape=pi.shape, strictly_positive=True)
+    return pi, mu
+
+
 def effective_sample_size(target_prob: np.ndarray, behaviour_prob: np.ndarray) -> np.ndarray:
-    """Kish's effective sample size of the cumulative weights at each day, ``(Σw)² / Σw²`` (0 if all w = 0)."""
-    w = np.cumprod(target_prob / behaviour_prob, axis=1)
-    sq = (w ** 2).sum(axis=0)
-    return np.divide(w.sum(axis=0) ** 2, sq, out=np.zeros(w.shape[1]), where=sq > 0)
+    """Kish's effective sample size of the cumulative weights at each day, ``(Σw)² / Σw²`` (0 if all w = 0).
+
+    One value per day (column), each :func:`pulse_lib.ope.effective_sample_size` of that day's
+    cumulative weights ``ρ_{0:t}``; the probabilities are range-checked as in
+    :func:`sequential_doubly_robust`.
+    """
+    pi, mu = _probabilities(target_prob, behaviour_prob)
+    w = np.cumprod(pi / mu, axis=1)
+    return np.array([ope.effective_sample_size(w[:, t]) for t in range(w.shape[1])])

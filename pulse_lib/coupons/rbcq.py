@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler, data_horizon
 from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM, Policy
 from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.validation import check_fields
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,13 @@ class RBCQConfig:
     huber_delta: float = 1.0  # Huber loss switches from squared to linear here
     target_update_every: int = 200  # hard copy of the online network into the target network
     lambda_low: float = 0.0  # the λ range the networks were trained on (act() refuses outside it)
-    lambda_high: float = 1.0
+    lambda_high: float = 1.0  # upper end of that λ range
     horizon: int | None = None  # episode length H; None: read from the data by fit()
 
     def __post_init__(self) -> None:
+        counts = ("n_heads", "hidden", "batch_size", "target_update_every", "horizon")
+        check_fields(self, integer=counts, positive=(*counts, "lr", "huber_delta"), optional=("horizon",),
+                     probability=("bcq_threshold",), non_negative=("lambda_low",), finite=("lambda_high",))
         if self.n_heads < 1 or self.hidden < 1 or self.batch_size < 1 or self.target_update_every < 1:
             raise ConfigError(f"n_heads, hidden, batch_size, target_update_every must be >= 1: {self}")
         if not 0 <= self.bcq_threshold <= 1:

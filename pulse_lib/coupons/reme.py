@@ -31,6 +31,7 @@ from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler, data_ho
 from pulse_lib.coupons.rbcq import MultiHeadQ, random_convex_weights, to_tensors
 from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM
 from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.validation import check_fields
 
 #: The evaluated policy, in torch: (scaled states, λ per row) -> action indices.
 TorchPolicy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,6 +50,8 @@ class REMEConfig:
     horizon: int | None = None  # episode length H; None: read from the data by fit()
 
     def __post_init__(self) -> None:
+        counts = ("n_heads", "hidden", "batch_size", "target_update_every", "horizon")
+        check_fields(self, integer=counts, positive=(*counts, "lr", "huber_delta"), optional=("horizon",))
         if self.n_heads < 1 or self.hidden < 1 or self.batch_size < 1:
             raise ConfigError(f"n_heads, hidden, batch_size must be >= 1: {self}")
         if self.horizon is not None and self.horizon < 1:

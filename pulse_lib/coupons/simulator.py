@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.validation import check_array, check_fields, check_probabilities
 
 #: Number of coupon values and the values themselves (0.1 .. 2.1).
 N_ACTIONS: int = 21
@@ -38,9 +39,9 @@ Policy = Callable[[np.ndarray], np.ndarray]
 class CouponSimConfig:
     """Every setting of the simulator (defaults: the published size and our response model)."""
 
-    n_users: int = 10_000
-    horizon: int = 30
-    type_shares: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
+    n_users: int = 10_000  # users simulated (the published 10,000)
+    horizon: int = 30  # days per episode (the published 30)
+    type_shares: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # low, uniform, high retention
     #: Range of the base return probability ``p0`` for each type (uniform within it).
     p0_ranges: tuple[tuple[float, float], ...] = ((0.0, 0.2), (0.0, 1.0), (0.8, 1.0))
     #: Coupon sensitivity ``g`` per type: the fraction of the headroom ``1 - b`` a huge coupon fills.
@@ -49,9 +50,18 @@ class CouponSimConfig:
     v_scale: float = 0.8
     #: Weight of the user's own past return rate in today's base probability.
     habit: float = 0.4
+    #: The 21 coupon values (action index -> value), each >= 0.
     coupon_values: tuple[float, ...] = field(default_factory=lambda: tuple(COUPON_VALUES.tolist()))
 
     def __post_init__(self) -> None:
+        check_fields(self, integer=("n_users", "horizon"), positive=("n_users", "horizon", "v_scale"),
+                     ranges={"habit": (0.0, 1.0, "[)")})
+        check_probabilities("CouponSimConfig.type_shares", self.type_shares, shape=(3,), rows_sum_to_one=True,
+                            atol=1e-9, error=ConfigError)
+        check_array("CouponSimConfig.p0_ranges", self.p0_ranges, shape=(3, 2), low=0.0, high=1.0, error=ConfigError)
+        check_array("CouponSimConfig.sensitivity", self.sensitivity, shape=(3,), low=0.0, high=1.0, error=ConfigError)
+        check_array("CouponSimConfig.coupon_values", self.coupon_values, shape=(N_ACTIONS,), low=0.0,
+                    error=ConfigError)
         if self.n_users < 1 or self.horizon < 1:
             raise ConfigError(f"n_users and horizon must be >= 1, got {self.n_users}, {self.horizon}")
         if len(self.type_shares) != 3 or abs(sum(self.type_shares) - 1) > 1e-9 or min(self.type_shares) < 0:

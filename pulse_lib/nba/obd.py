@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pulse_lib.errors import ConfigError, DataFormatError, SchemaError, SetupError
+from pulse_lib.validation import check_file
 
 __all__ = ["POLICIES", "CAMPAIGNS", "REQUIRED_COLUMNS", "obd_dir", "load_obd", "bts_action_dist", "N_ITEMS", "N_POSITIONS"]
 
@@ -51,17 +52,24 @@ def load_obd(policy: str = "random", campaign: str = "all", path: str | Path | N
 
     Columns kept: ``timestamp`` (UTC), ``item_id`` (0..n_items-1), ``position`` (0..2, from the
     file's 1..3), ``click`` (0/1), ``propensity_score`` (in (0, 1]), and the user features.
-    ``path`` overrides the CSV location (tests use it to feed broken files).
+    ``path`` overrides the CSV location (tests use it to feed broken files). A ``path`` that
+    does not exist is a :class:`FileNotFoundError` naming it (a folder: a
+    :class:`~pulse_lib.errors.PathError`); a bundled file missing from the installed ``obp`` is
+    a :class:`~pulse_lib.errors.SetupError` naming the path and how to reinstall.
     """
     if policy not in POLICIES:
         raise ConfigError(f"unknown logging policy {policy!r}; choose one of {POLICIES}")
     if campaign not in CAMPAIGNS:
         raise ConfigError(f"unknown campaign {campaign!r}; choose one of {CAMPAIGNS}")
-    csv = Path(path) if path is not None else obd_dir() / policy / campaign / f"{campaign}.csv"
+    if path is not None:
+        csv = check_file("Open Bandit CSV path", path)  # the caller's file: FileNotFoundError
+    else:
+        csv = obd_dir() / policy / campaign / f"{campaign}.csv"
+        if not csv.is_file():  # the package's own file: a broken install
+            raise SetupError(f"Open Bandit file not found: {csv} is missing from the installed "
+                             f"'obp'; reinstall it: {_INSTALL}")
     try:
         df = pd.read_csv(csv, index_col=0)
-    except FileNotFoundError:
-        raise SetupError(f"Open Bandit file not found: {csv}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataFormatError(f"cannot parse {csv}: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pulse_lib.errors import ConfigError, SchemaError
+from pulse_lib.validation import check_probabilities
 
 __all__ = [
     "STAGES",
@@ -359,10 +360,8 @@ class JourneySimulator:
 
     def policy_value(self, action_probs: np.ndarray, contexts: np.ndarray, weights: ObjectiveWeights) -> float:
         """True value ``mean_x sum_a pi(a|x) r(x, a)`` of a policy given as ``(n, K)`` probabilities."""
-        probs = np.asarray(action_probs, dtype=float)
         r = self.expected_reward(contexts, weights)
-        if probs.shape != r.shape:
-            raise SchemaError(f"action_probs must have shape {r.shape}, got {probs.shape}")
+        probs = check_probabilities("action_probs", action_probs, shape=r.shape)  # each in [0, 1]
         if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-6):
             row = int(np.argmax(np.abs(probs.sum(axis=1) - 1.0)))
             raise SchemaError(f"action_probs row {row} sums to {probs[row].sum()!r}, not 1")

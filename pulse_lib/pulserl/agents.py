@@ -23,6 +23,7 @@ from torch import nn
 
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.pulserl.features import N_FEATURES
+from pulse_lib.validation import check_fields, check_layer_widths
 
 
 def quiet_d3rlpy() -> None:
@@ -96,6 +97,10 @@ class CQLConfig:
         return cls(**{"n_quantiles": 200, **overrides})  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
+        counts = ("n_quantiles", "batch_size", "target_update_interval")
+        check_fields(self, integer=counts, positive=(*counts, "learning_rate", "adam_epsilon", "huber_kappa"),
+                     non_negative=("alpha",), ranges={"gamma": (0.0, 1.0, "(]")})
+        check_layer_widths("CQLConfig.hidden", self.hidden)
         if self.n_quantiles < 1:
             raise ConfigError(f"n_quantiles must be >= 1, got {self.n_quantiles}")
         if self.alpha < 0:

@@ -24,6 +24,7 @@ from pulse_lib.pulserl import agents as A
 from pulse_lib.pulserl import data as D
 from pulse_lib.pulserl import simulator as S
 from pulse_lib.pulserl.features import N_FEATURES
+from pulse_lib.validation import check_fields, check_layer_widths
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -46,6 +47,10 @@ class SweepConfig:
     gamma: float = 0.99  #: discount of learners and of the truth alike (the paper's)
 
     def __post_init__(self) -> None:
+        counts = ("n_steps", "n_checkpoints", "target_update_interval", "batch_size", "qr_quantiles")
+        check_fields(self, integer=counts, positive=(*counts, "learning_rate"), non_negative=("alpha",),
+                     ranges={"gamma": (0.0, 1.0, "(]")})
+        check_layer_widths("SweepConfig.hidden", self.hidden)
         if self.n_steps < 1 or self.n_checkpoints < 1:
             raise ConfigError("n_steps and n_checkpoints must be positive")
 

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pulse_lib.errors import DataFormatError, SchemaError
+from pulse_lib.errors import ConfigError, DataFormatError, SchemaError
 from pulse_lib.io import atomic_path, atomic_write
 from pulse_lib.pulserl.features import FEATURE_NAMES, N_FEATURES, NEXT_FEATURE_NAMES
+from pulse_lib.validation import check_file, check_integer_array
 
 #: Columns every SampleBatch line must carry (``action_prob`` may be given as ``action_logp``).
 REQUIRED_COLUMNS: tuple[str, ...] = ("obs", "actions", "rewards", "dones", "eps_id", "action_prob", "new_obs")
@@ -192,11 +193,16 @@ def read_sample_batches(paths: Iterable[str | os.PathLike[str]], *, decompress: 
     Rows keep the order of the files and lines; the step ``t`` counts rows within an episode in
     that order. Checks episode consistency: nothing after an episode's ``done``, and (with
     ``check_continuity``) each ``new_obs`` equals the next ``obs`` of the same episode.
+    ``paths`` is a list of files (one path alone is refused, not read character by character);
+    a missing file is a :class:`FileNotFoundError`, a folder a :class:`~pulse_lib.errors.PathError`.
     """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ConfigError(f"paths must be a list of SampleBatch files, got the single path {paths!r}: "
+                          "pass [path], or read_release(folder) for a release's day folders")
     pieces: list[dict[str, np.ndarray]] = []
     origins: list[tuple[str, int, int]] = []  # file, line, rows: to name the line of an error
     for path in paths:
-        path = Path(path)
+        path = check_file("SampleBatch file", path)
         for number, line in _text_lines(path):
             if not line.strip():
                 continue
@@ -251,16 +257,46 @@ def read_release(root: str | os.PathLike[str], **kwargs: Any) -> pd.DataFrame:
 
 
 def validate_table(table: pd.DataFrame) -> None:
-    """Check a transition table's schema; raise :class:`SchemaError` naming the column/row."""
+    """Check a transition table's schema; raise :class:`SchemaError` naming the column/row.
+
+    Every column of :data:`TABLE_COLUMNS`, the features and the next features must be there;
+    rewards, propensities, features and next features numeric and finite (rewards within
+    float32); ``eps_id`` and ``t`` integers (``t >= 0``); ``action`` and ``done`` 0/1;
+    ``action_prob`` in (0, 1]; no (``eps_id``, ``t``) step twice.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise SchemaError(f"a transition table is a pandas DataFrame, got {type(table).__name__}")
     expected = (*TABLE_COLUMNS, *FEATURE_NAMES, *NEXT_FEATURE_NAMES)
     missing = [c for c in expected if c not in table.columns]
     if missing:
         raise SchemaError(f"transition table lacks column(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    for column in ("reward", "action_prob", *FEATURE_NAMES):
+    if table.empty:
+        raise SchemaError("transition table has no rows")
+    for column in ("eps_id", "t", "reward", "action_prob", *FEATURE_NAMES, *NEXT_FEATURE_NAMES):
+        if table[column].dtype.kind not in "biuf":  # text such as "1" is not silently a number
+            bad = [i for i, v in enumerate(table[column]) if not isinstance(v, (int, float, np.number))]
+            where = f"; row {bad[0]} is {table[column].iloc[bad[0]]!r}" if bad else ""
+            raise SchemaError(f"column {column!r} must hold numbers, has dtype {table[column].dtype}{where}")
         values = table[column].to_numpy(dtype=np.float64)
+        if column in ("eps_id", "t"):
+            continue  # checked as integers below
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise SchemaError(f"column {column!r} row {int(bad[0])} is not finite")
+    reward = table["reward"].to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(np.abs(reward) > FLOAT32_MAX)
+    if bad.size:
+        raise SchemaError(f"column 'reward' row {int(bad[0])} is {reward[bad[0]]!r}, beyond the float32 "
+                          "range learners train in")
+    eps = check_integer_array("column 'eps_id'", table["eps_id"].to_numpy())
+    steps = check_integer_array("column 't'", table["t"].to_numpy(), low=0)
+    bad = np.flatnonzero(~table["done"].isin([0, 1]).to_numpy())
+    if bad.size:
+        raise SchemaError(f"column 'done' row {int(bad[0])} is {table['done'].iloc[bad[0]]!r}; must be a boolean")
+    repeated = pd.DataFrame({"eps_id": eps, "t": steps}).duplicated(keep="first").to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        raise SchemaError(f"columns ('eps_id', 't'): row {row} repeats episode {eps[row]} step {steps[row]}")
     bad = np.flatnonzero(~table["action"].isin([0, 1]).to_numpy())
     if bad.size:
         raise SchemaError(f"column 'action' row {int(bad[0])} is {table['action'].iloc[bad[0]]!r}; must be 0 or 1")

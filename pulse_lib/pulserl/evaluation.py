@@ -56,11 +56,9 @@ def importance_sampling_estimates(table: pd.DataFrame, policy: Policy, gamma: fl
     return {name: estimator(*args, gamma=gamma) for name, estimator in ope.TRAJECTORY_ESTIMATORS.items()}
 
 
-def effective_sample_size(weights: np.ndarray) -> float:
-    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of importance weights."""
-    w = np.asarray(weights, dtype=float)
-    total = float((w**2).sum())
-    return float(w.sum() ** 2 / total) if total > 0 else 0.0
+#: Kish's effective sample size of importance weights: the one in :mod:`pulse_lib.ope`
+#: (NaN or negative weights are a SchemaError there, not an ESS of 0).
+effective_sample_size = ope.effective_sample_size
 
 
 def trajectory_weights(table: pd.DataFrame, policy: Policy) -> np.ndarray:

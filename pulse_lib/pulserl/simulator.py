@@ -32,6 +32,7 @@ from pulse_lib.pulserl.features import (
     NEXT_FEATURE_NAMES,
     RECENCY_EVENTS,
 )
+from pulse_lib.validation import check_fields, parse_date
 
 #: A policy maps observations ``(n, 63)`` to the probability of sending, shape ``(n,)``.
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -65,6 +66,12 @@ class SimulatorConfig:
     start_date: str = "2020-10-27"  #: first day of the release's logs
 
     def __post_init__(self) -> None:
+        check_fields(self, integer=("horizon",), positive=("horizon",), ranges={"gamma": (0.0, 1.0, "(]")},
+                     finite=("reward_registration", "reward_visualization", "reward_deal",
+                             "reward_activation", "reward_active_day", "opt_out_base"),
+                     non_negative=("penalty_opt_out", "send_cost", "fatigue_drag", "opt_out_per_fatigue"),
+                     probability=("fatigue_decay", "prone_share_old", "prone_share_other"))
+        parse_date("SimulatorConfig.start_date", self.start_date, "%Y-%m-%d")
         if self.horizon < 1:
             raise ConfigError(f"horizon must be at least 1 day, got {self.horizon}")
         if not 0.0 < self.gamma <= 1.0:

