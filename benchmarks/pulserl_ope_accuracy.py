@@ -131,10 +131,12 @@ def main(argv: list[str] | None = None) -> Path:
                                     config, dataset=r, users=n_users)
         if r < n_big:
             big = S.generate_logged_dataset(5 * n_users, seed=10_500 + r, logging_policy="uniform", config=config)
+            big_return = float((big["reward"] * config.gamma ** big["t"]).groupby(big["eps_id"]).sum().mean())
             for name, policy in {**targets, on_policy: S.uniform_policy}.items():
                 fit = E.fit_fqe_linear(big, policy, config.gamma, history=False)
                 bias_rows.append(dict(dataset=r, users=5 * n_users, target=name,
                                       variant="features only, 5x users", value=fit.estimate.value,
+                                      logged_return=big_return,
                                       truth=truth_on_policy.mean if name == on_policy else truth[name].mean))
         payload["bias_diagnosis"] = {"rows": bias_rows}
         reward_model = E.RewardModel(seed=r, max_iter=100).fit(table)
