@@ -3,10 +3,18 @@
 For each of ``n_datasets`` independent uniform-random logs (the stand-in for the release's
 ``10k_uniform_dataset_users``) and each target policy, every estimator of
 ``pulse_lib.pulserl.evaluation.estimate_with_intervals`` gives a value and a 95 % bootstrap
-interval (over episodes). Against the simulator's truth (a large online run) we record per
-estimator: bias, standard deviation, RMSE, the share of intervals that contain the truth
-(coverage) and the mean interval half-width; for FQE also how often its convergence check
-passed. Writes ``benchmarks/results/pulserl_ope_accuracy.json`` after every dataset.
+interval (over episodes; FQE-linear refits its model on every draw). Against the simulator's
+truth (a large online run) we record per estimator: bias, standard deviation, RMSE, the share
+of intervals that contain the truth (coverage) and the mean interval half-width; for FQE also
+how often its convergence check passed.
+
+``bias_diagnosis``: why FQE on the 63 features alone was biased low, by controlled
+comparison on the same datasets: FQE-linear on the features only, with the simulator's
+hidden state added (an oracle no real log has), with the send history, and with the send
+history per age group (the library default); plus the logging policy itself as a target
+(on-policy: every variant should match the logged returns) and, on the first datasets, the
+features-only version on five times as many users (is it a matter of data?).
+Writes ``benchmarks/results/pulserl_ope_accuracy.json`` after every dataset.
 """
 
 from __future__ import annotations
@@ -57,11 +65,11 @@ def main(argv: list[str] | None = None) -> Path:
     from pulse_lib.pulserl import simulator as S
 
     if args.quick:
-        n_datasets, n_users, n_truth, n_boot, n_diagnosis = 2, 40, 500, 50, 1
+        n_datasets, n_users, n_truth, n_boot, n_diagnosis, n_big = 2, 40, 500, 50, 1, 1
         budget: dict[str, Any] = dict(n_iterations=3, steps_per_iteration=5, hidden=(8,))
         config = S.SimulatorConfig(horizon=5)
     else:
-        n_datasets, n_users, n_truth, n_boot, n_diagnosis = 20, 600, 50_000, 500, 2
+        n_datasets, n_users, n_truth, n_boot, n_diagnosis, n_big = 20, 600, 50_000, 500, 1, 5
         budget = dict(n_iterations=40, steps_per_iteration=50, hidden=(32, 32))  # the old FQE's 2,000 steps
         config = S.SimulatorConfig()
     sim = S.PulseSimulator(config)
@@ -71,16 +79,24 @@ def main(argv: list[str] | None = None) -> Path:
         "rule, eps 0.5": S.logging_policy(0.5),
     }
     truth = {name: sim.evaluate(policy, n_truth, seed=77) for name, policy in targets.items()}
+    on_policy = "uniform logging policy itself (on-policy)"
+    truth_on_policy = sim.evaluate(S.uniform_policy, n_truth, seed=77)
     rows: list[dict[str, Any]] = []
     payload: dict[str, Any] = {
         "benchmark": NAME, "quick": args.quick, "machine": common.machine_info(),
         "settings": {"n_datasets": n_datasets, "n_users_per_dataset": n_users, "logging_policy": "uniform",
                      "horizon": config.horizon, "gamma": config.gamma, "n_truth_users": n_truth, "n_boot": n_boot,
-                     "interval": "95 % percentile bootstrap over episodes (DM, FQE: model held fixed)",
-                     "fqe": "FQE-linear (LSTD-Q fixed point, features x days left); the neural FQE "
-                            "(about 30 CPU-s per fit here) only in the diagnosis below",
+                     "interval": "95 % percentile bootstrap over episodes (IS family: recomputed; "
+                                 "FQE-linear: model refitted on each of min(n_boot, 200) draws; "
+                                 "DM: reward model held fixed)",
+                     "fqe": "FQE-linear (LSTD-Q fixed point; features + send history per age group, "
+                            "x days left); the neural FQE (about 30 CPU-s per fit here) only in the "
+                            "loss/horizon diagnosis",
+                     "bias_diagnosis_big_users": 5 * n_users, "bias_diagnosis_big_datasets": n_big,
                      "diagnosis_budget": budget},
         "truth": {name: {"value": v.mean, "low": v.low, "high": v.high} for name, v in truth.items()},
+        "truth_on_policy": {"value": truth_on_policy.mean, "low": truth_on_policy.low,
+                            "high": truth_on_policy.high},
         "results": {},
     }
     # why the old FQE was low: the same data and budget, one change at a time
@@ -97,8 +113,8 @@ def main(argv: list[str] | None = None) -> Path:
             fit = E.fit_fqe(table, targets[target], config.gamma, seed=r, **budget, **kwargs)
             diagnosis.append(dict(dataset=r, variant=label, value=fit.estimate.value, converged=fit.converged,
                                   trace=[float(v) for v in fit.values], truth=truth[target].mean))
-        lin = E.fit_fqe_linear(table, targets[target], config.gamma)
-        diagnosis.append(dict(dataset=r, variant="linear, solved at its fixed point (LSTD-Q)",
+        lin = E.fit_fqe_linear(table, targets[target], config.gamma, history=False)
+        diagnosis.append(dict(dataset=r, variant="linear, solved at its fixed point (LSTD-Q), features only",
                               value=lin.estimate.value, converged=lin.converged,
                               trace=[float(v) for v in lin.values], truth=truth[target].mean))
     payload["fqe_diagnosis"] = {"target": target, "rows": diagnosis}
@@ -106,8 +122,23 @@ def main(argv: list[str] | None = None) -> Path:
     if args.datasets:
         lo, hi = (int(x) for x in args.datasets.split("-"))
         indices = range(lo, hi + 1)
+    bias_rows: list[dict[str, Any]] = []
     for r in tqdm(indices, desc="logged datasets"):
-        table = S.generate_logged_dataset(n_users, seed=500 + r, logging_policy="uniform", config=config)
+        # the same table generate_logged_dataset gives, plus the hidden state (for the oracle only)
+        table = sim.rollout(S.uniform_policy, n_users, seed=500 + r, record=True, hidden=True).transitions
+        bias_rows += bias_diagnosis(table, {**targets, on_policy: S.uniform_policy},
+                                    {**{k: v.mean for k, v in truth.items()}, on_policy: truth_on_policy.mean},
+                                    config, dataset=r, users=n_users)
+        if r < n_big:
+            big = S.generate_logged_dataset(5 * n_users, seed=10_500 + r, logging_policy="uniform", config=config)
+            big_return = float((big["reward"] * config.gamma ** big["t"]).groupby(big["eps_id"]).sum().mean())
+            for name, policy in {**targets, on_policy: S.uniform_policy}.items():
+                fit = E.fit_fqe_linear(big, policy, config.gamma, history=False)
+                bias_rows.append(dict(dataset=r, users=5 * n_users, target=name,
+                                      variant="features only, 5x users", value=fit.estimate.value,
+                                      logged_return=big_return,
+                                      truth=truth_on_policy.mean if name == on_policy else truth[name].mean))
+        payload["bias_diagnosis"] = {"rows": bias_rows}
         reward_model = E.RewardModel(seed=r, max_iter=100).fit(table)
         for name, policy in targets.items():
             start = time.process_time()
@@ -124,6 +155,43 @@ def main(argv: list[str] | None = None) -> Path:
         }
         common.write_results(NAME, payload, args.out_dir)
     return common.write_results(NAME, payload, args.out_dir)
+
+
+#: FQE-linear variants of the bias diagnosis: keyword arguments of ``fit_fqe_linear``.
+BIAS_VARIANTS: dict[str, dict[str, Any]] = {
+    "features only": dict(history=False),
+    "features + hidden state (oracle)": dict(history=False, extra="hidden"),
+    "features + send history": dict(segment_feature=None),
+    "features + send history per age group (default)": dict(),
+}
+
+
+def hidden_state(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's hidden state at s and s' (fatigue, proneness, responsiveness, and the
+    two forms in which fatigue x proneness enters the dynamics)."""
+    p, resp = table["hidden_proneness"].to_numpy(), table["hidden_responsiveness"].to_numpy()
+
+    def cols(fatigue: np.ndarray) -> np.ndarray:
+        return np.column_stack([fatigue, p, resp, fatigue * p, np.exp(-0.3 * fatigue * p)])
+
+    return cols(table["hidden_fatigue"].to_numpy()), cols(table["next_hidden_fatigue"].to_numpy())
+
+
+def bias_diagnosis(table: pd.DataFrame, targets: dict[str, Any], truth: dict[str, float], config: Any, *,
+                   dataset: int, users: int) -> list[dict[str, Any]]:
+    """FQE-linear's estimate per variant and target on one table, with the logged-return check."""
+    from pulse_lib.pulserl import evaluation as E
+
+    discounted = table["reward"] * config.gamma ** table["t"]
+    logged_return = float(discounted.groupby(table["eps_id"]).sum().mean())
+    rows = []
+    for variant, kwargs in BIAS_VARIANTS.items():
+        kwargs = {**kwargs, "extra": hidden_state(table)} if kwargs.get("extra") == "hidden" else kwargs
+        for name, policy in targets.items():
+            fit = E.fit_fqe_linear(table, policy, config.gamma, **kwargs)
+            rows.append(dict(dataset=dataset, users=users, target=name, variant=variant,
+                             value=fit.estimate.value, truth=truth[name], logged_return=logged_return))
+    return rows
 
 
 def merge(paths: list[Path], out_dir: Path) -> Path:
@@ -143,7 +211,8 @@ def merge(paths: list[Path], out_dir: Path) -> Path:
                 rows.append(row)
     frame = pd.DataFrame(rows)
     diagnosis = next((p["fqe_diagnosis"] for p in parts if p.get("fqe_diagnosis", {}).get("rows")), None)
-    payload = {**first, "fqe_diagnosis": diagnosis, "parts": [p["machine"] for p in parts],
+    bias_rows = [row for p in parts for row in p.get("bias_diagnosis", {}).get("rows", [])]
+    payload = {**first, "fqe_diagnosis": diagnosis, "bias_diagnosis": {"rows": bias_rows}, "parts": [p["machine"] for p in parts],
                "results": {"overall": summarise(frame),
                            "by_target": {n: summarise(g) for n, g in frame.groupby("target", sort=False)},
                            "rows": rows}}

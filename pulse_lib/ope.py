@@ -37,6 +37,7 @@ __all__ = [
     "effective_sample_size",
     "TRAJECTORY_ESTIMATORS",
     "bootstrap_mean_interval",
+    "percentile_interval",
     "bootstrap_trajectory_intervals",
 ]
 
@@ -317,7 +318,9 @@ def effective_sample_size(weights: object) -> float:
 # --------------------------------------------------------------------------- bootstrap intervals
 
 
-def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(draws: object, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap draws (NaN draws ignored)."""
+    draws = np.asarray(draws, dtype=np.float64)
     if not 0.0 < level < 1.0:
         raise SchemaError(f"confidence level must be in (0, 1), got {level!r}")
     lo, hi = np.nanpercentile(draws, [50 * (1 - level), 50 * (1 + level)])
@@ -340,7 +343,7 @@ def bootstrap_mean_interval(terms: object, *, n_boot: int = 1000, level: float =
     """
     t = _as_1d("terms", terms)
     counts = _bootstrap_counts(t.shape[0], n_boot, seed)
-    return _percentile_interval(counts @ t / t.shape[0], level)
+    return percentile_interval(counts @ t / t.shape[0], level)
 
 
 def bootstrap_trajectory_intervals(
@@ -367,4 +370,4 @@ def bootstrap_trajectory_intervals(
             "PDIS": counts @ weighted.sum(axis=1) / n_episodes,
             "WPDIS": ((counts @ weighted) / (counts @ ep.cum_weights)).sum(axis=1),
         }
-    return {name: _percentile_interval(d, level) for name, d in draws.items()}
+    return {name: percentile_interval(d, level) for name, d in draws.items()}

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -40,3 +42,7 @@ def test_ope_accuracy_quick(tmp_path: Path) -> None:
     for entry in overall.values():
         assert entry["n"] == 2 * 3 and 0.0 <= entry["coverage"] <= 1.0 and entry["rmse"] >= abs(entry["bias"])
     assert len(payload["fqe_diagnosis"]["rows"]) == 4
+    bias = payload["bias_diagnosis"]["rows"]  # 2 datasets x 4 variants x 4 targets + 4 on 5x users
+    assert len(bias) == 2 * 4 * 4 + 4
+    assert {r["variant"] for r in bias} >= {"features only", "features + hidden state (oracle)"}
+    assert all(np.isfinite(r["value"]) for r in bias)

@@ -221,25 +221,105 @@ def fit_fqe(
                      converged, len(trace))
 
 
-def fit_fqe_linear(
-    table: pd.DataFrame,
-    policy: Policy,
-    gamma: float,
-    *,
-    ridge: float = 1e-4,
-    tol: float = 5e-3,
-) -> FQEResult:
-    """FQE with a *linear* Q per action in ``[1, s, d, d^2, s * d]`` (``d`` = share of days left),
-    solved at its fixed point directly (LSTD-Q, the limit of linear fitted iterations).
+#: Names of the send-history summaries :func:`send_history` builds (the columns, in order).
+HISTORY_FEATURES: tuple[str, ...] = (
+    "sent_yesterday", "sent_last_3_days", "sent_last_7_days", "sent_so_far", "sends_decayed_0.5",
+    "sends_decayed_0.8",
+)
 
-    Fitted iterations of a linear FQE contract only at rate about ``gamma``: with
-    ``gamma = 0.99`` hundreds of them are needed (the first version of this function stopped
-    at 48 and was still 10 % low). Solving ``A w = b`` with
-    ``A = Phi^T (Phi - gamma * Phi'_pi)`` and ``b = Phi^T r`` gives the same limit in one
-    step. ``converged`` checks it: one more fitted backup from the solution must move the
-    estimate by less than ``tol`` (relative). ``values`` holds ``[solution, one backup]``.
-    Its bias is the linear model's (``benchmarks/pulserl_ope_accuracy.py`` measures it).
+
+def send_history(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Summaries of each user's earlier messages, at ``s`` (before the row's action) and at ``s'``.
+
+    The 63 features do not record how often a user was messaged, yet messages build fatigue
+    that changes what the next message does. A team can compute the history from its own
+    logs: per row, the share of the last 1, 3 and 7 days with a message, the messages so far
+    over the horizon, and exponentially decayed counts (decay 0.5 and 0.8, scaled by
+    ``1 - decay`` to lie in [0, 1]). The ``s'`` versions include the row's own action.
+    Episodes are identified by ``eps_id`` and ordered by ``t``, which must run 0, 1, 2, ...
+    within each episode. Returns two ``(rows, len(HISTORY_FEATURES))`` arrays.
     """
+    for column in ("eps_id", "t", "action"):
+        if column not in table.columns:
+            raise ConfigError(f"send history needs column {column!r}; the table lacks it")
+    codes, _ = pd.factorize(table["eps_id"].to_numpy())
+    t = table["t"].to_numpy(np.int64)
+    if (t < 0).any():
+        raise ConfigError(f"column 't' row {int(np.flatnonzero(t < 0)[0])} is negative")
+    n_eps, horizon = int(codes.max()) + 1 if codes.size else 0, int(t.max()) + 1 if t.size else 0
+    lengths = np.bincount(codes, minlength=n_eps)
+    top = np.full(n_eps, -1)
+    np.maximum.at(top, codes, t)
+    if (top + 1 != lengths).any():
+        bad = int(np.flatnonzero(top + 1 != lengths)[0])
+        raise ConfigError(f"episode {table['eps_id'].to_numpy()[codes == bad][0]!r}: steps 't' must run "
+                          f"0..{lengths[bad] - 1} once each; got max t {top[bad]} for {lengths[bad]} rows")
+    sent = np.zeros((n_eps, horizon))
+    sent[codes, t] = table["action"].to_numpy(np.float64)
+    total = np.cumsum(sent, axis=1)  # messages up to and including day t
+
+    def window(k: int) -> np.ndarray:
+        shifted = np.zeros_like(total)
+        shifted[:, k:] = total[:, :-k] if k < horizon else 0.0
+        return (total - shifted) / k
+
+    decayed = []
+    for decay in (0.5, 0.8):
+        d = np.zeros_like(sent)
+        running = np.zeros(n_eps)
+        for day in range(horizon):
+            running = decay * running + sent[:, day]
+            d[:, day] = running * (1 - decay)
+        decayed.append(d)
+    after = np.stack([window(1), window(3), window(7), total / horizon, *decayed], axis=2)  # at s'
+    before = np.zeros_like(after)
+    before[:, 1:] = after[:, :-1]
+    return before[codes, t], after[codes, t]
+
+
+@dataclass(frozen=True)
+class _LinearFQEProblem:
+    """The pieces of the LSTD-Q system of :func:`fit_fqe_linear`, kept for refitting."""
+
+    block: np.ndarray  # phi(s, a) per row, (rows, 2k)
+    block_next: np.ndarray  # gamma * sum_a' pi(a'|s') phi(s', a') per row (0 after a terminal)
+    rewards: np.ndarray
+    phi_first: np.ndarray  # phi(s_0) of each episode's first row, (episodes, k)
+    p_first: np.ndarray  # pi(send | s_0) per episode
+    first_episode: np.ndarray  # episode code of each first row
+    episode: np.ndarray  # episode code (0..E-1) per row
+    k: int
+
+
+def history_state(
+    table: pd.DataFrame, segment_feature: str | None = "user_obs_age_group", max_segments: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """The send history (:func:`send_history`) and its interaction with user segments, at ``s``
+    and ``s'``: the extra state columns FQE-linear uses by default.
+
+    The same messages tire some users far more than others, so a linear ``Q`` needs the
+    history *per segment*: each history column is multiplied by a one-hot of
+    ``segment_feature``'s distinct values (the age group by default: the marketing team's
+    own rule already treats age groups differently). ``None`` gives the history alone.
+    """
+    before, after = send_history(table)
+    if segment_feature is None:
+        return before, after
+    if segment_feature not in table.columns:
+        raise ConfigError(f"segment_feature {segment_feature!r} is not a column of the table")
+    values = table[segment_feature].to_numpy(np.float64)
+    levels = np.unique(values)
+    if levels.size > max_segments:
+        raise ConfigError(f"segment_feature {segment_feature!r} has {levels.size} distinct values; at most "
+                          f"{max_segments} segments are allowed (it must be a category, not a measurement)")
+    onehot = (values[:, None] == levels[None, :]).astype(np.float64)
+    n = len(table)
+    return ((before[:, :, None] * onehot[:, None, :]).reshape(n, -1),
+            (after[:, :, None] * onehot[:, None, :]).reshape(n, -1))
+
+
+def _linear_fqe_problem(table: pd.DataFrame, policy: Policy, gamma: float,
+                        extra: tuple[np.ndarray, np.ndarray] | None) -> _LinearFQEProblem:
     t = table["t"].to_numpy(np.int64)
     horizon = int(t.max()) + 1
 
@@ -247,41 +327,149 @@ def fit_fqe_linear(
         d = days_left[:, None]
         return np.hstack([np.ones_like(d), obs, d, d**2, obs * d]).astype(np.float64)
 
-    phi = design(D.observations(table), (horizon - t) / horizon)
-    phi_next = design(D.observations(table, next_=True), (horizon - t - 1) / horizon)
+    obs, next_obs = D.observations(table), D.observations(table, next_=True)
+    state, next_state = obs.astype(np.float64), next_obs.astype(np.float64)
+    if extra is not None:
+        before, after = (np.asarray(x, dtype=np.float64) for x in extra)
+        if before.ndim != 2 or before.shape != after.shape or before.shape[0] != len(table):
+            raise ConfigError(f"extra state columns must be two ({len(table)}, m) arrays (at s and s'); got "
+                              f"shapes {before.shape} and {after.shape}")
+        if not (np.isfinite(before).all() and np.isfinite(after).all()):
+            raise ConfigError("extra state columns must be finite")
+        state, next_state = np.hstack([state, before]), np.hstack([next_state, after])
+    phi = design(state, (horizon - t) / horizon)
+    phi_next = design(next_state, (horizon - t - 1) / horizon)
     actions = table["action"].to_numpy()
     for a in (0, 1):
         if not (actions == a).any():
             raise ConfigError(f"FQE needs logged examples of action {a}; the table has none")
-    rewards = table["reward"].to_numpy(np.float64)
     not_done = 1.0 - table["done"].to_numpy(np.float64)
-    p_next = np.asarray(policy(D.observations(table, next_=True)), dtype=float)
+    p_next = np.asarray(policy(next_obs), dtype=float)
     first = t == 0
-    p0 = np.asarray(policy(D.observations(table)[first]), dtype=float)
-    k = phi.shape[1]
-    n = phi.shape[0]
+    k, n = phi.shape[1], phi.shape[0]
     block = np.zeros((n, 2 * k))  # phi(s, a): the action's block holds the features
     block[actions == 0, :k] = phi[actions == 0]
     block[actions == 1, k:] = phi[actions == 1]
     discount = (gamma * not_done)[:, None]
     block_next = np.hstack([phi_next * ((1 - p_next)[:, None] * discount), phi_next * (p_next[:, None] * discount)])
+    codes, _ = pd.factorize(table["eps_id"].to_numpy())
+    return _LinearFQEProblem(block, block_next, table["reward"].to_numpy(np.float64), phi[first],
+                             np.asarray(policy(obs[first]), dtype=float), codes[first], codes, k)
+
+
+def _extra_state(table: pd.DataFrame, history: bool, segment_feature: str | None,
+                 extra: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    parts = ([history_state(table, segment_feature)] if history else []) + ([extra] if extra is not None else [])
+    if not parts:
+        return None
+    return np.hstack([np.asarray(p[0], float) for p in parts]), np.hstack([np.asarray(p[1], float) for p in parts])
+
+
+def _first_state_values(problem: _LinearFQEProblem, weights: np.ndarray) -> np.ndarray:
+    """``sum_a pi(a|s_0) Q(s_0, a)`` per episode for one weight vector, or per row of a stack."""
+    w = np.atleast_2d(weights).reshape(-1, 2, problem.k)
+    q0 = np.einsum("ek,bak->bea", problem.phi_first, w)
+    values = (1 - problem.p_first) * q0[..., 0] + problem.p_first * q0[..., 1]
+    return values if np.ndim(weights) > 1 else values[0]
+
+
+def fit_fqe_linear(
+    table: pd.DataFrame,
+    policy: Policy,
+    gamma: float,
+    *,
+    history: bool = True,
+    segment_feature: str | None = "user_obs_age_group",
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+    ridge: float = 1e-4,
+    tol: float = 5e-3,
+) -> FQEResult:
+    """FQE with a *linear* Q per action in ``[1, x, d, d^2, x * d]`` (``d`` = share of days left,
+    ``x`` = the 63 features plus, with ``history=True``, the send history per segment of
+    :func:`history_state` with ``segment_feature``, plus any ``extra`` columns given as
+    ``(at s, at s')``), solved at its fixed point directly (LSTD-Q, the limit of linear
+    fitted iterations).
+
+    Why the history: fatigue from earlier messages is hidden, so the 63 features alone are
+    not a Markov state. Logged under a uniform coin, users carry fatigue a "send less"
+    target would never give them, and a Q on the features alone learns the fatigued users'
+    future: FQE came out low for every target (``benchmarks/pulserl_ope_accuracy.py`` has
+    the controlled comparison). ``history=False`` keeps the features-only version.
+
+    Fitted iterations of a linear FQE contract only at rate about ``gamma``: with
+    ``gamma = 0.99`` hundreds of them are needed. Solving ``A w = b`` with
+    ``A = Phi^T (Phi - gamma * Phi'_pi)`` and ``b = Phi^T r`` gives the same limit in one
+    step. ``converged`` checks it: one more fitted backup from the solution must move the
+    estimate by less than ``tol`` (relative). ``values`` holds ``[solution, one backup]``.
+    """
+    problem = _linear_fqe_problem(table, policy, gamma, _extra_state(table, history, segment_feature, extra))
+    block, block_next, rewards, k = problem.block, problem.block_next, problem.rewards, problem.k
+    n = block.shape[0]
     lhs = block.T @ (block - block_next) + ridge * n * np.eye(2 * k)
     w = np.linalg.solve(lhs, block.T @ rewards)
-
-    def estimate(weights: np.ndarray) -> np.ndarray:
-        q0 = phi[first] @ weights.reshape(2, k).T
-        return (1 - p0) * q0[:, 0] + p0 * q0[:, 1]
-
-    terms = estimate(w)
-    # one fitted backup from the solution: regress the bootstrapped target per action
+    terms = _first_state_values(problem, w)
+    # one fitted backup from the solution: the same ridge regression of the bootstrapped target
     y = rewards + block_next @ w
-    backup = np.concatenate([np.linalg.lstsq(phi[actions == a], y[actions == a], rcond=None)[0] for a in (0, 1)])
-    values = np.array([terms.mean(), estimate(backup).mean()])
+    backup = np.linalg.solve(block.T @ block + ridge * n * np.eye(2 * k), block.T @ y)
+    values = np.array([terms.mean(), _first_state_values(problem, backup).mean()])
     converged = bool(abs(values[1] - values[0]) < tol * max(1.0, abs(values[0])))
     residual = float(((y - block @ w) ** 2).mean())
     est = ope.direct_method(terms)
     return FQEResult(ope.OPEEstimate(value=est.value, terms=est.terms, name="FQE-linear"), values,
                      np.asarray([residual]), converged, 1)
+
+
+def fqe_linear_bootstrap(
+    table: pd.DataFrame,
+    policy: Policy,
+    gamma: float,
+    *,
+    history: bool = True,
+    segment_feature: str | None = "user_obs_age_group",
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+    ridge: float = 1e-4,
+    n_boot: int = 200,
+    seed: int = 0,
+    chunk: int = 64,
+) -> np.ndarray:
+    """``n_boot`` bootstrap draws of FQE-linear's estimate, **refitting** the model on each.
+
+    Holding the fitted ``Q`` fixed and resampling its per-episode values leaves out the
+    model's own estimation error, and such intervals covered the truth far less than 95 %
+    of the time. Here every draw resamples whole episodes with replacement and solves the
+    LSTD-Q system again. That is cheap because the system is a sum over episodes:
+    ``A = sum_e c_e A_e``, ``b = sum_e c_e b_e`` with ``c_e`` the draw's counts, so the
+    per-episode pieces are computed once (``chunk`` episodes at a time, to bound memory).
+    The model options are those of :func:`fit_fqe_linear`.
+    """
+    if n_boot < 2:
+        raise ConfigError(f"n_boot must be at least 2, got {n_boot}")
+    problem = _linear_fqe_problem(table, policy, gamma, _extra_state(table, history, segment_feature, extra))
+    block, diff, rewards, k = problem.block, problem.block - problem.block_next, problem.rewards, problem.k
+    order = np.argsort(problem.episode, kind="stable")
+    episode = problem.episode[order]
+    n_eps = int(episode.max()) + 1
+    starts = np.searchsorted(episode, np.arange(n_eps + 1))
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_eps, np.full(n_eps, 1.0 / n_eps), size=n_boot).astype(np.float64)
+    lhs = np.zeros((n_boot, (2 * k) ** 2))
+    rhs = np.zeros((n_boot, 2 * k))
+    for lo in range(0, n_eps, chunk):
+        hi = min(lo + chunk, n_eps)
+        a_parts = np.empty((hi - lo, (2 * k) ** 2))
+        b_parts = np.empty((hi - lo, 2 * k))
+        for e in range(lo, hi):
+            rows = order[starts[e]:starts[e + 1]]
+            a_parts[e - lo] = (block[rows].T @ diff[rows]).ravel()
+            b_parts[e - lo] = block[rows].T @ rewards[rows]
+        lhs += counts[:, lo:hi] @ a_parts
+        rhs += counts[:, lo:hi] @ b_parts
+    n_rows = counts @ np.diff(starts).astype(np.float64)
+    systems = lhs.reshape(n_boot, 2 * k, 2 * k) + ridge * n_rows[:, None, None] * np.eye(2 * k)
+    weights = np.linalg.solve(systems, rhs[..., None])[..., 0]
+    values = _first_state_values(problem, weights)  # (n_boot, episodes in first-row order)
+    first_counts = counts[:, problem.first_episode]
+    return (first_counts * values).sum(axis=1) / first_counts.sum(axis=1)
 
 
 def estimate_with_intervals(
@@ -293,15 +481,18 @@ def estimate_with_intervals(
     fqe: dict[str, Any] | None = None,
     fqe_linear: bool = False,
     n_boot: int = 1000,
+    fqe_linear_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Every estimator's value and a bootstrap-over-episodes interval, one row each.
 
-    IS, WIS, PDIS, WPDIS: episodes resampled and every estimator recomputed. DM and FQE:
-    their per-episode terms resampled with the fitted model held fixed (so their intervals
-    omit the model's own error: check their coverage before trusting them). ``fqe=None``
-    skips FQE; pass ``{}`` for its defaults.
+    IS, WIS, PDIS, WPDIS: episodes resampled and every estimator recomputed. FQE-linear:
+    episodes resampled and the model refitted on each draw (:func:`fqe_linear_bootstrap`,
+    ``min(n_boot, fqe_linear_boot)`` draws). DM and the neural FQE: their per-episode terms
+    resampled with the fitted model held fixed (so their intervals omit the model's own
+    error: check their coverage before trusting them). ``fqe=None`` skips the neural FQE;
+    pass ``{}`` for its defaults.
     """
     rows = []
     pi = target_probabilities(table, policy)
@@ -317,7 +508,8 @@ def estimate_with_intervals(
         rows.append(dict(estimator="DM", value=dm.value, low=lo, high=hi))
     if fqe_linear:
         result = fit_fqe_linear(table, policy, gamma)
-        lo, hi = ope.bootstrap_mean_interval(result.estimate.terms, n_boot=n_boot, level=level, seed=seed)
+        draws = fqe_linear_bootstrap(table, policy, gamma, n_boot=min(n_boot, fqe_linear_boot), seed=seed)
+        lo, hi = ope.percentile_interval(draws, level)
         rows.append(dict(estimator="FQE-linear", value=result.estimate.value, low=lo, high=hi,
                          converged=result.converged))
     if fqe is not None:

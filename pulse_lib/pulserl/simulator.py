@@ -235,12 +235,16 @@ class PulseSimulator:
         *,
         first_action: int | None = None,
         record: bool = False,
+        hidden: bool = False,
     ) -> RolloutResult:
         """Run ``policy`` online on ``n_users`` fresh users for one horizon.
 
         ``first_action`` forces the action on day 0 (then ``policy`` takes over): the
         Monte-Carlo estimate of ``Q^policy(s_0, a)``. With ``record=True`` the transitions are
         returned as a table with logged propensities (what a logging policy would store).
+        ``hidden=True`` (with ``record``) adds the hidden state no real log has, for
+        diagnosis only: ``hidden_fatigue`` / ``next_hidden_fatigue`` (before and after the
+        day), ``hidden_proneness`` and ``hidden_responsiveness``.
         """
         c = self.config
         rng = np.random.default_rng(seed)
@@ -258,6 +262,7 @@ class PulseSimulator:
                     raise ConfigError(f"first_action must be 0 or 1, got {first_action!r}")
                 actions[:] = first_action
             alive = users.active.copy()
+            fatigue_before = users.fatigue.copy()
             rewards, opted_out = self.step(users, actions, rng)
             returns += discount * rewards
             discount *= c.gamma
@@ -266,8 +271,14 @@ class PulseSimulator:
                 done = opted_out | (t == c.horizon - 1)
                 prob = np.where(actions == 1, p_send, 1.0 - p_send)
                 idx = np.flatnonzero(alive)
-                pieces.append(_transition_frame(idx, t, obs[idx], actions[idx], rewards[idx],
-                                                done[idx], prob[idx], next_obs[idx]))
+                frame = _transition_frame(idx, t, obs[idx], actions[idx], rewards[idx], done[idx], prob[idx],
+                                          next_obs[idx])
+                if hidden:
+                    frame["hidden_fatigue"] = fatigue_before[idx]
+                    frame["next_hidden_fatigue"] = users.fatigue[idx]
+                    frame["hidden_proneness"] = users.fatigue_proneness[idx]
+                    frame["hidden_responsiveness"] = users.responsiveness[idx]
+                pieces.append(frame)
             obs = next_obs
             if not users.active.any():
                 break
