@@ -8,7 +8,8 @@ per channel k:
 
 with the weakly-informative priors of :data:`PRIORS`, predictors centred per channel, every
 coefficient non-centred (coefficient = loc + scale * z), and optional partial pooling of the
-six coefficients across channels. The same priors and likelihood are written once in Stan
+elasticities and holiday effects across channels (non-centred where a channel's data say
+little, centred where they pin the coefficient: :func:`centring`). The same priors and likelihood are written once in Stan
 (``pulse_lib/stan/models/channel_response.stan``) and once in PyMC
 (:func:`build_pymc_model`); both read the data :func:`model_data` prepares.
 :func:`fit_channel_model` runs either (PyMC's own NUTS or nutpie's), prints the sampler's
@@ -53,6 +54,14 @@ COEFFICIENTS: tuple[str, ...] = (
 POOLED_COEFFICIENTS: tuple[str, ...] = (
     "imp_spend", "imp_holiday", "clk_impressions", "clk_holiday",
 )
+
+#: Partial pooling samples a pooled coefficient of a channel *centred* (the coefficient
+#: itself, with the population prior normal(hyper_mu, hyper_tau)) when at least this many
+#: rows inform it (for a holiday effect: holiday rows), and *non-centred* (hyper_mu +
+#: hyper_tau * z) otherwise. Non-centring removes the funnel of a coefficient the data say
+#: little about; for one the data pin down it makes the opposite funnel (z = (coefficient -
+#: hyper_mu) / hyper_tau is then a narrow ridge), so each is written the way its data suit.
+CENTRED_MIN_ROWS = 10
 
 #: Weakly-informative priors, shared by the Stan and PyMC models. Each coefficient gets
 #: normal(loc, scale) (no pooling) or is the population mean's prior (partial pooling, where
@@ -169,6 +178,7 @@ def model_data(
         "tau_scale": np.array([PRIORS[c]["tau"] for c in COEFFICIENTS]),
         "inv_sqrt_phi_scale": INV_SQRT_PHI_SCALE,
     }
+    data["centred"] = centring(data) if pooling == "partial" else np.zeros((6, len(channels)))
     by_channel = table.groupby("channel")
     data["_clicks_total"] = by_channel["clicks"].sum().reindex(list(channels)).to_numpy()
     if "acquisitions" in table:
@@ -176,6 +186,31 @@ def model_data(
             by_channel["acquisitions"].sum().reindex(list(channels)).to_numpy()
         )
     return data, channels
+
+
+def centring(data: Mapping[str, Any], min_rows: int = CENTRED_MIN_ROWS) -> np.ndarray:
+    """Which coefficients partial pooling samples centred: a (6, K) array of 0/1.
+
+    Rows are :data:`COEFFICIENTS`, columns channels. A pooled coefficient of channel k is
+    centred (1) when at least ``min_rows`` rows of k enter its likelihood (rows with spend for
+    the impressions elasticity, rows with impressions for the clicks elasticity; of those,
+    the holiday rows for a holiday effect), else non-centred (0). Unpooled coefficients are 0
+    (with a fixed prior the two forms differ by a constant scaling only).
+    """
+    k_index = np.asarray(data["channel"]) - 1
+    holiday = np.asarray(data["holiday"]) > 0
+    imp_rows = np.asarray(data["imp_rows"]) - 1
+    clk_rows = np.asarray(data["clk_rows"]) - 1
+    counts = {
+        "imp_spend": np.bincount(k_index[imp_rows], minlength=data["K"]),
+        "imp_holiday": np.bincount(k_index[imp_rows[holiday[imp_rows]]], minlength=data["K"]),
+        "clk_impressions": np.bincount(k_index[clk_rows], minlength=data["K"]),
+        "clk_holiday": np.bincount(k_index[clk_rows[holiday[clk_rows]]], minlength=data["K"]),
+    }
+    out = np.zeros((len(COEFFICIENTS), data["K"]))
+    for name in POOLED_COEFFICIENTS:
+        out[COEFFICIENTS.index(name)] = (counts[name] >= min_rows).astype(float)
+    return out
 
 
 # --- Stan ---------------------------------------------------------------------------------------
@@ -284,9 +319,14 @@ def build_pymc_model(data: Mapping[str, Any], channels: Sequence[str]) -> Any:
                                       dims="pooled_coef")
             loc = pt.set_subtensor(loc[index], hyper_mu)
             scale = pt.set_subtensor(scale[index], hyper_tau)
-        z = pm.Normal("z", 0.0, 1.0, dims=("coef", "channel"))
+        # Centred entries (w = 1) sample the coefficient itself from normal(loc, scale);
+        # non-centred ones (w = 0) sample z ~ normal(0, 1) and set loc + scale * z.
+        w = np.asarray(data["centred"], dtype=float)
+        z = pm.Normal("z", mu=w * loc[:, None], sigma=w * scale[:, None] + (1.0 - w),
+                      dims=("coef", "channel"))
         coef = {
-            name: pm.Deterministic(name, loc[j] + scale[j] * z[j], dims="channel")
+            name: pm.Deterministic(
+                name, w[j] * z[j] + (1.0 - w[j]) * (loc[j] + scale[j] * z[j]), dims="channel")
             for j, name in enumerate(COEFFICIENTS)
         }
         sigma = data["inv_sqrt_phi_scale"]
@@ -479,7 +519,10 @@ def cached_fit(frame: pd.DataFrame, cache_dir: Path | None = None, **kwargs: Any
 
     The key hashes the validated table, the Stan program, the priors and every keyword
     argument, so a change to any of them fits again. Fits live in ``cache_dir`` (default
-    ``datasets/generated/fits``, ignored by git) as NetCDF files written atomically.
+    ``datasets/generated/fits``, ignored by git) as NetCDF files written atomically. A lock
+    file beside each fit makes a process that asks for a fit another one is computing wait
+    for it (chapters that share a fit may run in parallel) rather than fit it twice. The
+    posterior's attributes keep the compile and sampling times of the run that made it.
     """
     import json
 
@@ -498,16 +541,29 @@ def cached_fit(frame: pd.DataFrame, cache_dir: Path | None = None, **kwargs: Any
 
         cache_dir = generated_dir() / "fits"
     path = Path(cache_dir) / f"channel_response-{digest.hexdigest()[:20]}.nc"
-    if path.is_file():
-        idata = bc.from_netcdf(path)
-        if kwargs.get("report", True):
-            print(format_diagnostics(fit_diagnostics(idata), f"cached fit {path.name}"))
-        return idata
-    idata = fit_channel_model(table, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        bc.to_netcdf(idata, tmp)
-    return idata
+    # One fit per key even when chapters run in parallel: a second process waits for the
+    # first one's fit instead of repeating it.
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no lock, at worst a fit is repeated
+        fcntl = None
+    with open(path.with_suffix(".lock"), "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.is_file():
+                idata = bc.from_netcdf(path)
+                if kwargs.get("report", True):
+                    print(format_diagnostics(fit_diagnostics(idata), f"cached fit {path.name}"))
+                return idata
+            idata = fit_channel_model(table, **kwargs)
+            with atomic_path(path) as tmp:
+                bc.to_netcdf(idata, tmp)
+            return idata
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # --- from a posterior to the simulator ----------------------------------------------------------
