@@ -21,23 +21,19 @@
 // intercept and slope within each channel. The intercepts the simulator uses (log mean at
 // spend 1, or at 1,000 impressions) are computed in generated quantities.
 //
-// Coefficients are written coefficient = loc + scale * z with z ~ normal(0, 1) (non-centred).
+// Every coefficient is non-centred: coefficient = loc + scale * z with z ~ normal(0, 1).
 // With pooled = 0, loc and scale are the fixed, weakly-informative prior (prior_loc,
 // prior_scale). With pooled = 1 the channels share a population for the coefficients listed
 // in pooled_index (the elasticities and holiday effects): loc = hyper_mu ~
 // normal(prior_loc, prior_scale), scale = hyper_tau ~ half-normal(0, tau_scale), so a channel
-// with little data borrows strength from the others. A centred hierarchy (coefficient ~
-// normal(hyper_mu, hyper_tau)) makes a funnel when the data say little about a coefficient
-// and hyper_tau is small: the sampler diverges (version 1 of this program did). The
-// non-centred form removes that funnel, but for a coefficient the data pin down it makes the
-// opposite one (z = (coefficient - hyper_mu) / hyper_tau is then a narrow ridge that moves
-// with hyper_tau): tiny steps, and still a divergence now and then. So, with pooled = 1, each
-// pooled coefficient of each channel is written the way its data suit: centred where enough
-// rows inform it (channel_model.CENTRED_MIN_ROWS), non-centred where fewer do (the data
-// matrix centred, from pulse_lib.channel_model.centring). The intercepts keep their fixed prior: they carry each
-// channel's scale (impressions per thousand spent, click-through rates differ tenfold). The
-// prior numbers are data, defined once in Python (pulse_lib.channel_model.PRIORS) and passed
-// to this program and to the PyMC model alike.
+// with little data borrows strength from the others. The non-centred form keeps the sampler
+// out of the funnel between hyper_tau and the coefficients (a centred hierarchy diverges when
+// hyper_tau is small). The intercepts keep their fixed prior: they carry each channel's
+// scale (impressions per thousand spent, click-through rates differ tenfold), a month of data
+// pins them, and a pinned coefficient under a non-centred hierarchy makes the opposite
+// funnel (z = (coefficient - hyper_mu) / hyper_tau is then a narrow ridge). The prior numbers
+// are data, defined once in Python (pulse_lib.channel_model.PRIORS) and passed to this
+// program and to the PyMC model alike.
 //
 // The likelihood runs one channel at a time through neg_binomial_2_log_glm (the same density
 // as neg_binomial_2_log, with analytic gradients and a scalar dispersion per channel). Measured
@@ -73,10 +69,6 @@ data {
   vector<lower=0>[6] prior_scale;
   vector<lower=0>[6] tau_scale;            // scale of the half-normal prior on hyper_tau
   real<lower=0> inv_sqrt_phi_scale;        // half-normal scale on 1 / sqrt(phi)
-  // 1: sample this coefficient of this channel centred (z is the coefficient itself, with
-  // prior normal(loc, scale)); 0: non-centred (coefficient = loc + scale * z). Used with
-  // pooled = 1 only (pulse_lib.channel_model.centring), all 0 otherwise.
-  matrix<lower=0, upper=1>[6, K] centred;
 }
 
 transformed data {
@@ -103,7 +95,7 @@ transformed data {
 }
 
 parameters {
-  matrix[6, K] z;                          // standardised coefficients (see centred)
+  matrix[6, K] z;                          // standardised coefficients (non-centred)
   // Dispersions on the 1 / sqrt(phi) scale: 0 is the Poisson limit, so a half-normal prior
   // there shrinks towards "no extra variation" (Stan's prior-choice recommendations).
   vector<lower=0>[K] imp_inv_sqrt_phi;
@@ -129,29 +121,17 @@ transformed parameters {
       loc[pooled_index] = hyper_mu;
       scale[pooled_index] = hyper_tau;
     }
-    matrix[6, K] coef = centred .* z
-                        + (1 - centred) .* (rep_matrix(loc, K) + diag_pre_multiply(scale, z));
-    imp_alpha = coef[1]';
-    imp_spend = coef[2]';
-    imp_holiday = coef[3]';
-    clk_alpha = coef[4]';
-    clk_impressions = coef[5]';
-    clk_holiday = coef[6]';
+    imp_alpha = loc[1] + scale[1] * z[1]';
+    imp_spend = loc[2] + scale[2] * z[2]';
+    imp_holiday = loc[3] + scale[3] * z[3]';
+    clk_alpha = loc[4] + scale[4] * z[4]';
+    clk_impressions = loc[5] + scale[5] * z[5]';
+    clk_holiday = loc[6] + scale[6] * z[6]';
   }
 }
 
 model {
-  {
-    vector[6] loc = prior_loc;
-    vector[6] scale = prior_scale;
-    if (pooled) {
-      loc[pooled_index] = hyper_mu;
-      scale[pooled_index] = hyper_tau;
-    }
-    // std_normal where non-centred, normal(loc, scale) where centred
-    to_vector(z) ~ normal(to_vector(centred .* rep_matrix(loc, K)),
-                          to_vector(centred .* rep_matrix(scale, K) + (1 - centred)));
-  }
+  to_vector(z) ~ std_normal();
   if (pooled) {
     hyper_mu ~ normal(prior_loc[pooled_index], prior_scale[pooled_index]);
     hyper_tau ~ normal(0, tau_scale[pooled_index]);
