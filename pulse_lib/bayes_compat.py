@@ -359,9 +359,12 @@ def compute_log_likelihood(data: Any, model: Any = None) -> Any:
 
 def pymc_sample(
     draws: int, tune: int, chains: int, cores: int = 1, seed: int = 0, progress: bool = False,
-    log_likelihood: bool = False, model: Any = None,
+    log_likelihood: bool = False, model: Any = None, target_accept: float = 0.8,
 ) -> Any:
     """PyMC's own NUTS on the model in context (or ``model``), without convergence checks.
+
+    ``target_accept`` is the step-size adaptation's target acceptance rate (Stan's
+    ``adapt_delta``; 0.8 is both libraries' default).
 
     ``nuts_sampler="pymc"`` is explicit: PyMC 6 picks nutpie when it is installed. The
     log-likelihood, when asked for, comes from :func:`compute_log_likelihood` (PyMC 6
@@ -371,7 +374,7 @@ def pymc_sample(
 
     data = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
                      progressbar=progress, nuts_sampler="pymc", compute_convergence_checks=False,
-                     model=model)
+                     model=model, target_accept=target_accept)
     if log_likelihood:
         compute_log_likelihood(data, model=model)
     return data
