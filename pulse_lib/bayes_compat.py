@@ -1,29 +1,30 @@
 """One place for the differences between ArviZ 0.2x / 1.x and PyMC 5 / 6.
 
-The book runs on two Bayesian stacks: the pinned CI set (Python 3.11, PyMC 5, ArviZ 0.2x, whose
-results are ``arviz.InferenceData``) and the current releases a reader gets on Colab (Python
-3.12, PyMC 6, ArviZ 1.x, whose results are ``xarray.DataTree`` and whose ArviZ is split into
-``arviz-base`` / ``arviz-stats`` / ``arviz-plots``). Library code and chapters call the
-functions here instead of branching on versions:
+The book runs on two Bayesian stacks: the pinned CI set (Python 3.11, PyMC 5, ArviZ
+0.2x, whose results are ``arviz.InferenceData``) and the current releases a reader gets
+on Colab (Python 3.12, PyMC 6, ArviZ 1.x, whose results are ``xarray.DataTree`` and
+whose ArviZ is split into ``arviz-base`` / ``arviz-stats`` / ``arviz-plots``). Library
+code and chapters call the functions here instead of branching on versions:
 
 * containers: :func:`from_dict`, :func:`from_cmdstanpy`, :func:`group_names`,
-  :func:`has_group`, :func:`get_group` (always an ``xarray.Dataset``), :func:`set_group`;
+  :func:`has_group`, :func:`get_group` (always an ``xarray.Dataset``),
+  :func:`set_group`;
 * files: :func:`to_netcdf`, :func:`from_netcdf`;
 * statistics: :func:`summary` (the same columns on both stacks: ``mean``, ``sd``,
-  ``hdi_3%``/``hdi_97%`` (named after ``hdi_prob``), ``mcse_mean``, ``mcse_sd``, ``ess_bulk``,
-  ``ess_tail``, ``r_hat``), :func:`rhat`, :func:`ess`, :func:`bfmi` (a NumPy array, one value per chain),
-  :func:`hdi` (plain NumPy);
-* plots: :func:`plot_energy`, :func:`plot_trace` (ArviZ's own, with the keyword each version
-  wants for the figure size) and :func:`plot_forest` (drawn here with matplotlib on a given
-  axis, so the figure is the same on both stacks);
-* PyMC: :func:`pymc_sample` (PyMC's own NUTS: PyMC 6 would otherwise hand the model to nutpie
-  when it is installed, and log-likelihood via :func:`compute_log_likelihood`, which PyMC 6
-  wants instead of ``idata_kwargs``) and :func:`find_map` (a dict of point estimates, with the
-  seed keyword each version takes).
+  ``hdi_3%``/``hdi_97%`` (named after ``hdi_prob``), ``mcse_mean``, ``mcse_sd``,
+  ``ess_bulk``, ``ess_tail``, ``r_hat``), :func:`rhat`, :func:`ess`, :func:`bfmi` (a
+  NumPy array, one value per chain), :func:`hdi` (plain NumPy);
+* plots: :func:`plot_energy`, :func:`plot_trace` (ArviZ's own, with the keyword each
+  version wants for the figure size) and :func:`plot_forest` (drawn here with matplotlib
+  on a given axis, so the figure is the same on both stacks);
+* PyMC: :func:`pymc_sample` (PyMC's own NUTS: PyMC 6 would otherwise hand the model to
+  nutpie when it is installed, and log-likelihood via :func:`compute_log_likelihood`,
+  which PyMC 6 wants instead of ``idata_kwargs``) and :func:`find_map` (a dict of point
+  estimates, with the seed keyword each version takes).
 
 Which stack is installed is read once from the package versions (:data:`ARVIZ_1`,
-:data:`PYMC_6`); the unit tests run on whichever is installed, and ``benchmarks/compat.py``
-runs them on the other one.
+:data:`PYMC_6`); the unit tests run on whichever is installed, and
+``benchmarks/compat.py`` runs them on the other one.
 """
 
 from __future__ import annotations
@@ -40,19 +41,50 @@ import pandas as pd
 from pulse_lib.errors import ConfigError, SchemaError
 
 __all__ = [
-    "ARVIZ_1", "PYMC_6", "SUMMARY_COLUMNS", "bfmi", "compute_log_likelihood", "ess", "find_map",
-    "from_cmdstanpy", "from_dict", "from_netcdf", "to_netcdf", "get_group", "group_names", "has_group", "hdi", "major_version",
-    "plot_energy", "plot_forest", "plot_trace", "pymc_sample", "rhat", "set_group", "summary",
+    "ARVIZ_1",
+    "PYMC_6",
+    "SUMMARY_COLUMNS",
+    "bfmi",
+    "compute_log_likelihood",
+    "ess",
+    "find_map",
+    "from_cmdstanpy",
+    "from_dict",
+    "from_netcdf",
+    "to_netcdf",
+    "get_group",
+    "group_names",
+    "has_group",
+    "hdi",
+    "major_version",
+    "plot_energy",
+    "plot_forest",
+    "plot_trace",
+    "pymc_sample",
+    "rhat",
+    "set_group",
+    "summary",
     "versions",
 ]
 
-#: The Bayesian packages whose versions decide the code paths (reported by :func:`versions`).
-PACKAGES: tuple[str, ...] = ("arviz", "arviz-base", "arviz-stats", "arviz-plots", "pymc", "pytensor",
-                             "nutpie", "cmdstanpy", "xarray")
+#: The Bayesian packages whose versions decide the code paths (reported by
+#: :func:`versions`).
+PACKAGES: tuple[str, ...] = (
+    "arviz",
+    "arviz-base",
+    "arviz-stats",
+    "arviz-plots",
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "cmdstanpy",
+    "xarray",
+)
 
 
 def major_version(package: str) -> int | None:
-    """The major version of an installed distribution, or None when it is not installed."""
+    """The major version of an installed distribution, or None when it is not
+    installed."""
     try:
         version = importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -62,7 +94,8 @@ def major_version(package: str) -> int | None:
 
 
 def versions() -> dict[str, str | None]:
-    """Installed versions of :data:`PACKAGES` (None when absent): what a compat report records."""
+    """Installed versions of :data:`PACKAGES` (None when absent): what a compat
+    report records."""
     out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
@@ -79,13 +112,24 @@ PYMC_6: bool = (major_version("pymc") or 0) >= 6
 
 #: Columns of :func:`summary` by ``kind`` (``{lo}``/``{hi}`` are the HDI bounds' names).
 SUMMARY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "all": ("mean", "sd", "{lo}", "{hi}", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"),
+    "all": (
+        "mean",
+        "sd",
+        "{lo}",
+        "{hi}",
+        "mcse_mean",
+        "mcse_sd",
+        "ess_bulk",
+        "ess_tail",
+        "r_hat",
+    ),
     "stats": ("mean", "sd", "{lo}", "{hi}"),
     "diagnostics": ("mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"),
 }
 
 
-# --- containers ---------------------------------------------------------------------------------
+# --- containers
+# ---------------------------------------------------------------------------------
 
 
 def _is_datatree(data: Any) -> bool:
@@ -99,27 +143,34 @@ def from_dict(
     dims: Mapping[str, Sequence[str]] | None = None,
     **groups: Mapping[str, Any] | None,
 ) -> Any:
-    """Arrays (chain, draw, ...) per variable, per group, as the installed ArviZ's container.
+    """Arrays (chain, draw, ...) per variable, per group, as the installed ArviZ's
+    container.
 
-    ``from_dict(posterior={"x": a}, sample_stats={"diverging": d}, coords=..., dims=...)``
-    works on both stacks (ArviZ 1.x takes one dict of groups; 0.2x takes a keyword per group).
+    ``from_dict(posterior={"x": a}, sample_stats={"diverging": d}, coords=...,
+    dims=...)`` works on both stacks (ArviZ 1.x takes one dict of groups; 0.2x takes a
+    keyword per group).
     """
     import arviz as az
 
     all_groups = {"posterior": posterior, **groups}
-    all_groups = {name: dict(values) for name, values in all_groups.items() if values is not None}
+    all_groups = {
+        name: dict(values) for name, values in all_groups.items() if values is not None
+    }
     if not all_groups:
-        raise SchemaError("from_dict needs at least one group of arrays (e.g. posterior={...})")
+        raise SchemaError(
+            "from_dict needs at least one group of arrays (e.g. posterior={...})"
+        )
     if ARVIZ_1:
         return az.from_dict(all_groups, coords=coords, dims=dims)
     return az.from_dict(**all_groups, coords=coords, dims=dims)
 
 
 def from_cmdstanpy(fit: Any, **kwargs: Any) -> Any:
-    """``arviz.from_cmdstanpy`` (the fit is positional: 0.2x and 1.x name it differently).
+    """``arviz.from_cmdstanpy`` (the fit is positional: 0.2x and 1.x name it
+    differently).
 
-    Keyword arguments common to both versions: ``posterior_predictive``, ``log_likelihood``,
-    ``observed_data``, ``constant_data``, ``coords``, ``dims``.
+    Keyword arguments common to both versions: ``posterior_predictive``,
+    ``log_likelihood``, ``observed_data``, ``constant_data``, ``coords``, ``dims``.
     """
     import arviz as az
 
@@ -127,13 +178,16 @@ def from_cmdstanpy(fit: Any, **kwargs: Any) -> Any:
 
 
 def group_names(data: Any) -> list[str]:
-    """Names of the groups (``posterior``, ``sample_stats``, ...) of an InferenceData or DataTree."""
+    """Names of the groups (``posterior``, ``sample_stats``, ...) of an InferenceData
+    or DataTree."""
     if _is_datatree(data):
         return [str(name) for name in data.children]
     groups = getattr(data, "groups", None)
     if callable(groups):
         return [str(name) for name in groups()]
-    raise SchemaError(f"expected an arviz.InferenceData or xarray.DataTree, got {type(data).__name__}")
+    raise SchemaError(
+        f"expected an arviz.InferenceData or xarray.DataTree, got {type(data).__name__}"
+    )
 
 
 def has_group(data: Any, name: str) -> bool:
@@ -142,7 +196,8 @@ def has_group(data: Any, name: str) -> bool:
 
 
 def get_group(data: Any, name: str) -> Any:
-    """Group ``name`` as an ``xarray.Dataset`` (a copy-free view's dataset on ArviZ 1.x)."""
+    """Group ``name`` as an ``xarray.Dataset`` (a copy-free view's dataset on ArviZ
+    1.x)."""
     if not has_group(data, name):
         raise SchemaError(f"no group {name!r}; the data has {group_names(data)}")
     group = data[name]
@@ -157,7 +212,9 @@ def set_group(data: Any, name: str, dataset: Any) -> Any:
     import xarray as xr
 
     if not isinstance(dataset, xr.Dataset):
-        raise SchemaError(f"group {name!r} must be an xarray.Dataset, got {type(dataset).__name__}")
+        raise SchemaError(
+            f"group {name!r} must be an xarray.Dataset, got {type(dataset).__name__}"
+        )
     if _is_datatree(data):
         data[name] = xr.DataTree(dataset=dataset)
     elif has_group(data, name):
@@ -167,7 +224,8 @@ def set_group(data: Any, name: str, dataset: Any) -> Any:
     return data
 
 
-# --- statistics ---------------------------------------------------------------------------------
+# --- statistics
+# ---------------------------------------------------------------------------------
 
 
 def _hdi_names(hdi_prob: float) -> tuple[str, str]:
@@ -186,36 +244,51 @@ def summary(
     """``az.summary`` with the same columns and values on ArviZ 0.2x and 1.x.
 
     ``kind`` is ``"all"``, ``"stats"`` or ``"diagnostics"`` (columns in
-    :data:`SUMMARY_COLUMNS`); the HDI columns are named ``hdi_<lower>%`` / ``hdi_<upper>%``
-    (``hdi_3%`` and ``hdi_97%`` for the default 94%), as ArviZ 0.2x names them. Values are not
-    rounded unless ``round_to`` (decimals) is given: ArviZ 1.x rounds to significant digits by
-    default and 0.2x to decimals, which would make the same posterior print differently.
-    Rows are ``var[coord]`` labels, e.g. ``imp_spend[search]``, on both versions.
+    :data:`SUMMARY_COLUMNS`); the HDI columns are named ``hdi_<lower>%`` /
+    ``hdi_<upper>%`` (``hdi_3%`` and ``hdi_97%`` for the default 94%), as ArviZ 0.2x
+    names them. Values are not rounded unless ``round_to`` (decimals) is given: ArviZ
+    1.x rounds to significant digits by default and 0.2x to decimals, which would make
+    the same posterior print differently. Rows are ``var[coord]`` labels, e.g.
+    ``imp_spend[search]``, on both versions.
     """
     import arviz as az
 
     if kind not in SUMMARY_COLUMNS:
-        raise ConfigError(f"unknown summary kind {kind!r}; choose one of {list(SUMMARY_COLUMNS)}")
+        raise ConfigError(
+            f"unknown summary kind {kind!r}; choose one of {list(SUMMARY_COLUMNS)}"
+        )
     if not 0 < hdi_prob < 1:
         raise ConfigError(f"hdi_prob must lie in (0, 1), got {hdi_prob}")
     names = list(var_names) if var_names is not None else None
     lo, hi = _hdi_names(hdi_prob)
     columns = [c.format(lo=lo, hi=hi) for c in SUMMARY_COLUMNS[kind]]
     if ARVIZ_1:
-        frame = az.summary(data, var_names=names, kind=kind, ci_kind="hdi", ci_prob=hdi_prob, round_to="none")
+        frame = az.summary(
+            data,
+            var_names=names,
+            kind=kind,
+            ci_kind="hdi",
+            ci_prob=hdi_prob,
+            round_to="none",
+        )
         pct = f"{100 * hdi_prob:g}"
         frame = frame.rename(columns={f"hdi{pct}_lb": lo, f"hdi{pct}_ub": hi})
     else:
-        frame = az.summary(data, var_names=names, kind=kind, hdi_prob=hdi_prob, round_to="none")
+        frame = az.summary(
+            data, var_names=names, kind=kind, hdi_prob=hdi_prob, round_to="none"
+        )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise SchemaError(f"ArviZ's summary lacks column(s) {missing}; it has {list(frame.columns)}")
+        raise SchemaError(
+            f"ArviZ's summary lacks column(s) {missing}; it has {list(frame.columns)}"
+        )
     frame = frame[columns].astype(float)
     return frame.round(round_to) if round_to is not None else frame
 
 
 def rhat(data: Any, var_names: Sequence[str] | None = None) -> Any:
-    """Rank-normalized split R-hat per variable, as an ``xarray.Dataset`` on both versions."""
+    """Rank-normalized split R-hat per variable, as an ``xarray.Dataset`` on both
+    versions."""
     import arviz as az
 
     result = az.rhat(data, var_names=list(var_names) if var_names is not None else None)
@@ -223,17 +296,23 @@ def rhat(data: Any, var_names: Sequence[str] | None = None) -> Any:
 
 
 def ess(data: Any, var_names: Sequence[str] | None = None, method: str = "bulk") -> Any:
-    """Effective sample size per variable (``method`` "bulk" or "tail"), as an ``xarray.Dataset``."""
+    """Effective sample size per variable (``method`` "bulk" or "tail"), as an
+    ``xarray.Dataset``."""
     import arviz as az
 
     if method not in ("bulk", "tail"):
         raise ConfigError(f"unknown ESS method {method!r}; choose 'bulk' or 'tail'")
-    result = az.ess(data, var_names=list(var_names) if var_names is not None else None, method=method)
+    result = az.ess(
+        data,
+        var_names=list(var_names) if var_names is not None else None,
+        method=method,
+    )
     return result.to_dataset() if _is_datatree(result) else result
 
 
 def from_netcdf(path: Any) -> Any:
-    """Read a file written by :func:`to_netcdf`, loaded into memory (the file can be replaced)."""
+    """Read a file written by :func:`to_netcdf`, loaded into memory (the file can be
+    replaced)."""
     import arviz as az
 
     data = az.from_netcdf(str(path))
@@ -256,7 +335,8 @@ def bfmi(data: Any) -> np.ndarray:
 
 
 def hdi(values: Any, prob: float = 0.94) -> tuple[float, float]:
-    """Highest-density interval of a 1-d sample: the shortest interval holding ``prob`` of it."""
+    """Highest-density interval of a 1-d sample: the shortest interval holding
+    ``prob`` of it."""
     if not 0 < prob < 1:
         raise ConfigError(f"prob must lie in (0, 1), got {prob}")
     x = np.sort(np.asarray(values, dtype=float).ravel())
@@ -270,7 +350,8 @@ def hdi(values: Any, prob: float = 0.94) -> tuple[float, float]:
     return float(x[start]), float(x[start + n_in])
 
 
-# --- plots --------------------------------------------------------------------------------------
+# --- plots
+# --------------------------------------------------------------------------------------
 
 
 def _figure_kwargs(figsize: tuple[float, float] | None) -> dict[str, Any]:
@@ -282,14 +363,18 @@ def _figure_kwargs(figsize: tuple[float, float] | None) -> dict[str, Any]:
 
 
 def plot_energy(data: Any, figsize: tuple[float, float] | None = None) -> Any:
-    """ArviZ's energy plot (marginal vs transition energy) on the current matplotlib figure."""
+    """ArviZ's energy plot (marginal vs transition energy) on the current matplotlib
+    figure."""
     import arviz as az
 
     return az.plot_energy(data, **_figure_kwargs(figsize))
 
 
-def plot_trace(data: Any, var_names: Sequence[str], figsize: tuple[float, float] | None = None) -> Any:
-    """ArviZ's trace plot of ``var_names`` (ArviZ 0.2x: compact, one panel per variable)."""
+def plot_trace(
+    data: Any, var_names: Sequence[str], figsize: tuple[float, float] | None = None
+) -> Any:
+    """ArviZ's trace plot of ``var_names`` (ArviZ 0.2x: compact, one panel per
+    variable)."""
     import arviz as az
 
     kwargs = _figure_kwargs(figsize)
@@ -299,18 +384,24 @@ def plot_trace(data: Any, var_names: Sequence[str], figsize: tuple[float, float]
 
 
 def plot_forest(
-    models: Mapping[str, Any], var_names: Sequence[str], ax: Any, hdi_prob: float = 0.94,
+    models: Mapping[str, Any],
+    var_names: Sequence[str],
+    ax: Any,
+    hdi_prob: float = 0.94,
 ) -> Any:
-    """Posterior mean and ``hdi_prob`` HDI of each variable and coordinate, one colour per model.
+    """Posterior mean and ``hdi_prob`` HDI of each variable and coordinate, one colour
+    per model.
 
     ``models`` maps a label to an InferenceData/DataTree; chains are pooled. Drawn with
-    matplotlib on ``ax`` (ArviZ 1.x's forest plot builds its own figure), so the same figure
-    comes out of both stacks. Returns ``ax``.
+    matplotlib on ``ax`` (ArviZ 1.x's forest plot builds its own figure), so the same
+    figure comes out of both stacks. Returns ``ax``.
     """
     if not models:
         raise ConfigError("plot_forest needs at least one model")
     rows: list[str] = []
-    intervals: dict[str, list[tuple[float, float, float]]] = {label: [] for label in models}
+    intervals: dict[str, list[tuple[float, float, float]]] = {
+        label: [] for label in models
+    }
     for i, (label, data) in enumerate(models.items()):
         post = get_group(data, "posterior")
         missing = [v for v in var_names if v not in post]
@@ -321,9 +412,16 @@ def plot_forest(
             extra = [d for d in arr.dims if d not in ("chain", "draw")]
             stacked = arr.stack(sample=("chain", "draw")).transpose("sample", *extra)
             flat = stacked.values.reshape(stacked.shape[0], -1)
-            coords = [arr[d].values if d in arr.coords else np.arange(arr.sizes[d]) for d in extra]
-            labels = [f"{var}[{', '.join(str(coords[k][j]) for k, j in enumerate(idx))}]" if extra else var
-                      for idx in np.ndindex(*[arr.sizes[d] for d in extra])]
+            coords = [
+                arr[d].values if d in arr.coords else np.arange(arr.sizes[d])
+                for d in extra
+            ]
+            labels = [
+                f"{var}[{', '.join(str(coords[k][j]) for k, j in enumerate(idx))}]"
+                if extra
+                else var
+                for idx in np.ndindex(*[arr.sizes[d] for d in extra])
+            ]
             for j, name in enumerate(labels):
                 if i == 0:
                     rows.append(name)
@@ -334,7 +432,10 @@ def plot_forest(
     y = np.arange(len(rows))[::-1]
     for k, (label, values) in enumerate(intervals.items()):
         if len(values) != len(rows):
-            raise SchemaError(f"model {label!r} has {len(values)} coordinates, the first model {len(rows)}")
+            raise SchemaError(
+                f"model {label!r} has {len(values)} coordinates, the "
+                f"first model {len(rows)}"
+            )
         mean, lo, hi = (np.array(v) for v in zip(*values))
         ax.hlines(y + offsets[k], lo, hi, color=f"C{k}", lw=2)
         ax.plot(mean, y + offsets[k], "o", color=f"C{k}", ms=4, label=label)
@@ -344,24 +445,38 @@ def plot_forest(
     return ax
 
 
-# --- PyMC ---------------------------------------------------------------------------------------
+# --- PyMC
+# --------------------------------------------------------------------------------------
 
 
 def compute_log_likelihood(data: Any, model: Any = None) -> Any:
-    """Add the pointwise log-likelihood group to ``data`` (in place); returns ``data``."""
+    """Add the pointwise log-likelihood group to ``data`` (in place); returns
+    ``data``."""
     import pymc as pm
 
     result = pm.compute_log_likelihood(data, model=model, progressbar=False)
-    if result is not None and result is not data and has_group(result, "log_likelihood"):
+    if (
+        result is not None
+        and result is not data
+        and has_group(result, "log_likelihood")
+    ):
         set_group(data, "log_likelihood", get_group(result, "log_likelihood"))
     return data
 
 
 def pymc_sample(
-    draws: int, tune: int, chains: int, cores: int = 1, seed: int = 0, progress: bool = False,
-    log_likelihood: bool = False, model: Any = None, target_accept: float = 0.8,
+    draws: int,
+    tune: int,
+    chains: int,
+    cores: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+    log_likelihood: bool = False,
+    model: Any = None,
+    target_accept: float = 0.8,
 ) -> Any:
-    """PyMC's own NUTS on the model in context (or ``model``), without convergence checks.
+    """PyMC's own NUTS on the model in context (or ``model``), without convergence
+    checks.
 
     ``target_accept`` is the step-size adaptation's target acceptance rate (Stan's
     ``adapt_delta``; 0.8 is both libraries' default).
@@ -372,20 +487,31 @@ def pymc_sample(
     """
     import pymc as pm
 
-    data = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores, random_seed=seed,
-                     progressbar=progress, nuts_sampler="pymc", compute_convergence_checks=False,
-                     model=model, target_accept=target_accept)
+    data = pm.sample(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        random_seed=seed,
+        progressbar=progress,
+        nuts_sampler="pymc",
+        compute_convergence_checks=False,
+        model=model,
+        target_accept=target_accept,
+    )
     if log_likelihood:
         compute_log_likelihood(data, model=model)
     return data
 
 
 def find_map(seed: int = 0, model: Any = None, **kwargs: Any) -> dict[str, np.ndarray]:
-    """``pm.find_MAP`` as a dict of point estimates, seeded the way the installed PyMC spells it.
+    """``pm.find_MAP`` as a dict of point estimates, seeded the way the installed PyMC
+    spells it.
 
-    PyMC 5 takes ``seed``; PyMC 6 takes ``random_seed`` (and warns on ``seed``), warns that
-    the result becomes an InferenceData (so it is asked for one here and turned into the dict)
-    and that the start point will be jittered (so ``jitter=False`` keeps today's behaviour).
+    PyMC 5 takes ``seed``; PyMC 6 takes ``random_seed`` (and warns on ``seed``), warns
+    that the result becomes an InferenceData (so it is asked for one here and turned
+    into the dict) and that the start point will be jittered (so ``jitter=False`` keeps
+    today's behaviour).
     """
     import pymc as pm
 

@@ -1,27 +1,31 @@
-"""A month of daily budget allocation over marketing channels, simulated from a posterior.
+"""A month of daily budget allocation over marketing channels, simulated from a
+posterior.
 
-Part II of the book, after the PyCon APAC 2018 talk: a marketer holds a budget for a 30-day
-period and decides every day how much of what is left to spend, and how to split it across the
-K channels. The day's funnel follows :func:`pulse_lib.funnel.simulate_funnel`; the reward is
-:func:`pulse_lib.funnel.reward`.
+Part II of the book, after the PyCon APAC 2018 talk: a marketer holds a budget for a
+30-day period and decides every day how much of what is left to spend, and how to split
+it across the K channels. The day's funnel follows
+:func:`pulse_lib.funnel.simulate_funnel`; the reward is :func:`pulse_lib.funnel.reward`.
 
-The environment is a *posterior* simulator: given :class:`~pulse_lib.funnel.ChannelParams` with
-a draw axis ``(S, K)``, each episode draws one parameter set, so an agent trained on it faces the
-uncertainty the Bayesian model has about the channels. Given a single parameter set ``(K,)``
-(the truth, or the posterior mean), every episode uses it.
+The environment is a *posterior* simulator: given
+:class:`~pulse_lib.funnel.ChannelParams` with a draw axis ``(S, K)``, each episode draws
+one parameter set, so an agent trained on it faces the uncertainty the Bayesian model
+has about the channels. Given a single parameter set ``(K,)`` (the truth, or the
+posterior mean), every episode uses it.
 
-Two front ends share one step function (:func:`step_batch`), so their dynamics are identical:
+Two front ends share one step function (:func:`step_batch`), so their dynamics are
+identical:
 
 * :class:`BudgetEnv`, a :class:`gymnasium.Env` (one episode at a time);
 * :class:`BatchedBudgetEnv`, many episodes per call in NumPy (what PPO trains on).
 
 The budget range of an episode and the logged spend range of every channel come from the
-fitted table (:meth:`BudgetEnvConfig.from_table`); the environment warns once when a policy
-spends outside what was logged, where the simulator extrapolates.
+fitted table (:meth:`BudgetEnvConfig.from_table`); the environment warns once when a
+policy spends outside what was logged, where the simulator extrapolates.
 
-Action (shape ``(K + 1,)``, each entry in ``[0, 1]``): entry 0 is the fraction of the remaining
-budget to spend today; entries 1..K are split weights, normalised to sum to one (all-zero weights
-mean an even split). So spend is never negative and the budget is never exceeded, by design.
+Action (shape ``(K + 1,)``, each entry in ``[0, 1]``): entry 0 is the fraction of the
+remaining budget to spend today; entries 1..K are split weights, normalised to sum to
+one (all-zero weights mean an even split). So spend is never negative and the budget is
+never exceeded, by design.
 """
 
 from __future__ import annotations
@@ -51,24 +55,30 @@ from pulse_lib.funnel import (
 )
 from pulse_lib.validation import check_fields, check_positive, parse_date
 
-#: The historical marketer's shares by channel name (:data:`pulse_lib.funnel.HUMAN_SHARES`).
+#: The historical marketer's shares by channel name
+#: (:data:`pulse_lib.funnel.HUMAN_SHARES`).
 HUMAN_SHARES_BY_CHANNEL: dict[str, float] = dict(
     zip(TRUE_PARAMS.channels, HUMAN_SHARES.tolist())
 )
 
 
 class SpendRangeWarning(UserWarning):
-    """A policy spent outside the range the response model was fitted on (extrapolation)."""
+    """A policy spent outside the range the response model was fitted on
+    (extrapolation)."""
 
-#: Observation layout (K channels): 8 scalars, then K last-day log-clicks, then K last-day spends.
+
+#: Observation layout (K channels): 8 scalars, then K last-day log-clicks, then K
+#: last-day spends.
 SCALAR_FEATURES: tuple[str, ...] = (
     "day_fraction",  # t / T
     "days_left_fraction",  # (T - t) / T
     "holiday_today",  # 1 if today is a holiday
     "holidays_ahead",  # share of holidays among the next `holidays_ahead_days` days
-    "holidays_left",  # share of holidays among the days left in the period (today included)
+    # share of holidays among the days left in the period (today included)
+    "holidays_left",
     "budget_left_fraction",  # remaining / budget
-    "pace_ratio",  # (remaining / days left) / (budget / T): > 1 means behind the even pace
+    # (remaining / days left) / (budget / T): > 1 means behind the even pace
+    "pace_ratio",
     "budget_size",  # budget / largest budget of the range
 )
 
@@ -78,9 +88,12 @@ class BudgetEnvConfig:
     """Settings of the budget environment (every episode is one budget period)."""
 
     horizon_days: int = 30  #: days per episode (the budget period)
-    budget_range: tuple[float, float] = (1500.0, 2600.0)  #: budget per period, thousands
-    cost_weight: float = DEFAULT_COST_WEIGHT  #: price of spend in the reward (funnel.reward)
-    value_per_click: float = VALUE_PER_CLICK  #: currency value of a click (funnel.reward)
+    #: budget per period, thousands
+    budget_range: tuple[float, float] = (1500.0, 2600.0)
+    #: price of spend in the reward (funnel.reward)
+    cost_weight: float = DEFAULT_COST_WEIGHT
+    #: currency value of a click (funnel.reward)
+    value_per_click: float = VALUE_PER_CLICK
     organic: bool = True  #: add the day's expected organic clicks to the reward
     holidays_ahead_days: int = 7  #: look-ahead window of the holiday feature
     calendar_start: str = "2016-07-01"  #: first possible start date of an episode
@@ -94,8 +107,13 @@ class BudgetEnvConfig:
 
     def __post_init__(self) -> None:
         counts = ("horizon_days", "holidays_ahead_days", "calendar_days")
-        check_fields(self, integer=counts, positive=(*counts, "clicks_scale"),
-                     non_negative=("cost_weight", "value_per_click"), boolean=("organic",))
+        check_fields(
+            self,
+            integer=counts,
+            positive=(*counts, "clicks_scale"),
+            non_negative=("cost_weight", "value_per_click"),
+            boolean=("organic",),
+        )
         pair = self.budget_range
         if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
             raise ConfigError(
@@ -109,25 +127,34 @@ class BudgetEnvConfig:
         low, high = self.budget_range
         if not (0 < low <= high) or not np.isfinite(high):
             raise ConfigError(
-                f"budget_range must satisfy 0 < low <= high < inf, got {self.budget_range}"
+                "budget_range must satisfy 0 < low <= high < inf, got "
+                f"{self.budget_range}"
             )
         for name in ("cost_weight", "value_per_click"):
             value = getattr(self, name)
             if value < 0 or not np.isfinite(value):
                 raise ConfigError(f"{name} must be finite and >= 0, got {value}")
-        if self.holidays_ahead_days < 1 or self.calendar_days < 1 or self.clicks_scale <= 0:
+        if (
+            self.holidays_ahead_days < 1
+            or self.calendar_days < 1
+            or self.clicks_scale <= 0
+        ):
             raise ConfigError(
                 "holidays_ahead_days, calendar_days and clicks_scale must be positive"
             )
         if self.logged_spend is not None:
             if self.channels is None or len(self.channels) != len(self.logged_spend):
                 raise ConfigError(
-                    "logged_spend needs one (low, high) per channel and the channel names "
-                    f"in `channels`; got {self.logged_spend} for channels {self.channels}"
+                    "logged_spend needs one (low, high) per channel and the channel "
+                    "names "
+                    f"in `channels`; got {self.logged_spend} for channels "
+                    f"{self.channels}"
                 )
             for ch, (lo, hi) in zip(self.channels, self.logged_spend):
                 if not 0 <= lo <= hi:
-                    raise ConfigError(f"logged_spend of {ch!r} must satisfy 0 <= low <= high")
+                    raise ConfigError(
+                        f"logged_spend of {ch!r} must satisfy 0 <= low <= high"
+                    )
 
     @classmethod
     def from_table(
@@ -140,13 +167,20 @@ class BudgetEnvConfig:
     ) -> BudgetEnvConfig:
         """A configuration whose ranges come from a fitted funnel table.
 
-        The budget range spans the ``quantiles`` of the table's total spend over every window
-        of ``horizon_days`` consecutive days; ``logged_spend`` is each channel's smallest and
-        largest positive daily spend, in the order ``channels`` (the posterior's channels;
+        The budget range spans the ``quantiles`` of the table's total spend over every
+        window
+        of ``horizon_days`` consecutive days; ``logged_spend`` is each channel's
+        smallest and
+        largest positive daily spend, in the order ``channels`` (the posterior's
+        channels;
         default: sorted names). ``calendar_start`` is the table's first day.
         """
         table = validate_funnel(frame)
-        names = tuple(sorted(table["channel"].unique())) if channels is None else tuple(channels)
+        names = (
+            tuple(sorted(table["channel"].unique()))
+            if channels is None
+            else tuple(channels)
+        )
         missing = sorted(set(names) - set(table["channel"]))
         if missing:
             raise SchemaError(
@@ -154,10 +188,13 @@ class BudgetEnvConfig:
                 f"{sorted(table['channel'].unique())})"
             )
         daily = table.groupby("date")["spend"].sum().sort_index()
-        daily = daily.reindex(pd.date_range(daily.index.min(), daily.index.max()), fill_value=0)
+        daily = daily.reindex(
+            pd.date_range(daily.index.min(), daily.index.max()), fill_value=0
+        )
         if len(daily) < horizon_days:
             raise SchemaError(
-                f"the table covers {len(daily)} days, fewer than horizon_days={horizon_days}"
+                f"the table covers {len(daily)} days, fewer than "
+                f"horizon_days={horizon_days}"
             )
         windows = daily.rolling(horizon_days).sum().dropna()
         low, high = (float(q) for q in np.quantile(windows, quantiles))
@@ -168,7 +205,9 @@ class BudgetEnvConfig:
                 raise SchemaError(f"channel {ch!r} has no day with positive spend")
             ranges.append((float(spend.min()), float(spend.max())))
         settings: dict[str, Any] = dict(
-            horizon_days=horizon_days, budget_range=(low, high), channels=names,
+            horizon_days=horizon_days,
+            budget_range=(low, high),
+            channels=names,
             logged_spend=tuple(ranges),
             calendar_start=str(daily.index.min().date()),
         )
@@ -176,19 +215,24 @@ class BudgetEnvConfig:
         return cls(**settings)
 
     def holiday_calendar(self) -> np.ndarray:
-        """Holiday flags of every day an episode can touch (start days plus look-ahead)."""
+        """Holiday flags of every day an episode can touch (start days plus
+        look-ahead)."""
         n = self.calendar_days + self.horizon_days + self.holidays_ahead_days
         return holiday_flags(pd.date_range(self.calendar_start, periods=n, freq="D"))
 
-    def spend_bounds(self, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    def spend_bounds(
+        self, channels: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Logged (low, high) spend per channel in the order ``channels``, or None."""
         if self.logged_spend is None or self.channels is None:
             return None
         missing = [c for c in channels if c not in self.channels]
         if missing:
             raise SchemaError(
-                f"the parameters' channels {list(channels)} include {missing}, which the "
-                f"configuration's logged spend ranges (channels {list(self.channels)}) lack"
+                f"the parameters' channels {list(channels)} include {missing}, which "
+                "the "
+                f"configuration's logged spend ranges (channels {list(self.channels)}) "
+                "lack"
             )
         order = [self.channels.index(c) for c in channels]
         bounds = np.asarray(self.logged_spend, dtype=float)[order]
@@ -202,7 +246,11 @@ def obs_dim(n_channels: int) -> int:
 
 def observation_names(channels: tuple[str, ...]) -> list[str]:
     """Name of every observation entry, in order."""
-    return [*SCALAR_FEATURES, *(f"log_clicks_{c}" for c in channels), *(f"spend_{c}" for c in channels)]
+    return [
+        *SCALAR_FEATURES,
+        *(f"log_clicks_{c}" for c in channels),
+        *(f"spend_{c}" for c in channels),
+    ]
 
 
 @dataclasses.dataclass
@@ -212,11 +260,13 @@ class BatchState:
     t: int  #: today's index, 0..T (T: episode over)
     budget: np.ndarray  #: (N,) budget of each episode
     remaining: np.ndarray  #: (N,) budget left
-    holidays: np.ndarray  #: (N, T + look-ahead) holiday flags from each episode's start day
+    #: (N, T + look-ahead) holiday flags from each episode's start day
+    holidays: np.ndarray
     last_clicks: np.ndarray  #: (N, K) yesterday's clicks
     last_spend: np.ndarray  #: (N, K) yesterday's spend
     params: ChannelParams  #: (N, K) the parameters each episode runs on
-    draw_index: np.ndarray  #: (N,) index of the posterior draw (-1 for a single parameter set)
+    #: (N,) index of the posterior draw (-1 for a single parameter set)
+    draw_index: np.ndarray
     start_index: np.ndarray  #: (N,) start day in the calendar
 
     @property
@@ -224,10 +274,13 @@ class BatchState:
         return int(self.budget.shape[0])
 
 
-def _per_episode_params(params: ChannelParams, draws: np.ndarray | None, n: int) -> tuple[ChannelParams, np.ndarray]:
+def _per_episode_params(
+    params: ChannelParams, draws: np.ndarray | None, n: int
+) -> tuple[ChannelParams, np.ndarray]:
     if params.n_draws is None:
         fields: dict[str, Any] = {
-            f: np.broadcast_to(getattr(params, f), (n, params.n_channels)).copy() for f in params.ARRAY_FIELDS
+            f: np.broadcast_to(getattr(params, f), (n, params.n_channels)).copy()
+            for f in params.ARRAY_FIELDS
         }
         tiled = dataclasses.replace(params, **fields)
         return tiled, np.full(n, -1, dtype=np.int64)
@@ -246,18 +299,22 @@ def reset_batch(
     starts: np.ndarray | None = None,
     draws: np.ndarray | None = None,
 ) -> BatchState:
-    """Start N episodes: draw budgets, start days and (with a posterior) parameter draws.
+    """Start N episodes: draw budgets, start days and (with a posterior) parameter
+    draws.
 
-    Random numbers are taken in a fixed order (budget, start, draw) so a batch of one and the
-    gymnasium environment seeded alike start identically. Passing ``budgets``/``starts``/``draws``
-    fixes them (for evaluation on common episodes); the RNG is still advanced the same way.
+    Random numbers are taken in a fixed order (budget, start, draw) so a batch of one
+    and the gymnasium environment seeded alike start identically. Passing
+    ``budgets``/``starts``/``draws`` fixes them (for evaluation on common episodes); the
+    RNG is still advanced the same way.
     """
     if n < 1:
         raise ConfigError(f"need at least one episode, got n={n}")
     k = params.n_channels
     drawn_budgets = rng.uniform(*config.budget_range, size=n)
     drawn_starts = rng.integers(0, config.calendar_days, size=n)
-    drawn_draws = rng.integers(0, params.n_draws, size=n) if params.n_draws is not None else None
+    drawn_draws = (
+        rng.integers(0, params.n_draws, size=n) if params.n_draws is not None else None
+    )
     budgets = drawn_budgets if budgets is None else _fixed("budgets", budgets, n, float)
     starts = drawn_starts if starts is None else _fixed("starts", starts, n, np.int64)
     if draws is not None:
@@ -265,7 +322,10 @@ def reset_batch(
             raise ConfigError("draws were given but the parameters have no draw axis")
         draws = _fixed("draws", draws, n, np.int64)
         if np.any((draws < 0) | (draws >= params.n_draws)):
-            raise ConfigError(f"draw indices must lie in [0, {params.n_draws}); got {draws.min()}..{draws.max()}")
+            raise ConfigError(
+                f"draw indices must lie in [0, {params.n_draws}); got "
+                f"{draws.min()}..{draws.max()}"
+            )
     else:
         draws = drawn_draws
     if np.any(budgets <= 0) or not np.all(np.isfinite(budgets)):
@@ -293,7 +353,9 @@ def _fixed(name: str, values: Any, n: int, dtype: Any) -> np.ndarray:
     if array.size == 1:
         array = np.full(n, array[0], dtype=dtype)
     if array.shape != (n,):
-        raise ConfigError(f"{name} must have one value per episode ({n}); got shape {array.shape}")
+        raise ConfigError(
+            f"{name} must have one value per episode ({n}); got shape {array.shape}"
+        )
     return array
 
 
@@ -327,23 +389,34 @@ def observe(state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
 
 
 def validate_actions(actions: Any, n: int, n_channels: int) -> np.ndarray:
-    """Check a batch of actions (N, K + 1): finite and inside [0, 1]. Returns float64 copy."""
+    """Check a batch of actions (N, K + 1): finite and inside [0, 1]. Returns float64
+    copy."""
     array = np.asarray(actions, dtype=np.float64)
     if array.shape != (n, n_channels + 1):
-        raise SchemaError(f"actions must have shape ({n}, {n_channels + 1}) [fraction, K split weights]; got {array.shape}")
+        raise SchemaError(
+            f"actions must have shape ({n}, {n_channels + 1}) [fraction, "
+            f"K split weights]; got {array.shape}"
+        )
     bad_nan = ~np.isfinite(array)
     if bad_nan.any():
         row, col = np.argwhere(bad_nan)[0]
-        raise SchemaError(f"action row {row}, entry {col} is {array[row, col]}: actions must be finite")
+        raise SchemaError(
+            f"action row {row}, entry {col} is {array[row, col]}: "
+            "actions must be finite"
+        )
     bad_range = (array < 0) | (array > 1)
     if bad_range.any():
         row, col = np.argwhere(bad_range)[0]
-        raise SchemaError(f"action row {row}, entry {col} is {array[row, col]}: every action entry must lie in [0, 1]")
+        raise SchemaError(
+            f"action row {row}, entry {col} is {array[row, col]}: every "
+            "action entry must lie in [0, 1]"
+        )
     return array
 
 
 def actions_to_spend(actions: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-    """Spend (N, K) of validated actions: fraction of ``remaining`` times the normalised split."""
+    """Spend (N, K) of validated actions: fraction of ``remaining`` times the
+    normalised split."""
     fraction = actions[:, 0]
     weights = actions[:, 1:]
     total = weights.sum(axis=1, keepdims=True)
@@ -360,27 +433,38 @@ def actions_to_spend(actions: np.ndarray, remaining: np.ndarray) -> np.ndarray:
 
 
 def spend_to_actions(spend: np.ndarray, remaining: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`actions_to_spend`: the action that spends ``spend`` (N, K), capped at ``remaining``."""
+    """Inverse of :func:`actions_to_spend`: the action that spends ``spend`` (N, K),
+    capped at ``remaining``."""
     spend = np.asarray(spend, dtype=float)
     if spend.ndim != 2 or spend.shape[0] != remaining.shape[0]:
-        raise SchemaError(f"spend must have shape (N, K) with N={remaining.shape[0]}; got {spend.shape}")
+        raise SchemaError(
+            f"spend must have shape (N, K) with N={remaining.shape[0]}; "
+            f"got {spend.shape}"
+        )
     if not np.all(np.isfinite(spend)) or np.any(spend < 0):
         raise SchemaError("spend must be finite and >= 0")
     total = spend.sum(axis=1)
-    fraction = np.where(remaining > 0, np.minimum(total / np.where(remaining > 0, remaining, 1.0), 1.0), 0.0)
-    weights = np.where(total[:, None] > 0, spend / np.where(total > 0, total, 1.0)[:, None], 0.0)
+    fraction = np.where(
+        remaining > 0,
+        np.minimum(total / np.where(remaining > 0, remaining, 1.0), 1.0),
+        0.0,
+    )
+    weights = np.where(
+        total[:, None] > 0, spend / np.where(total > 0, total, 1.0)[:, None], 0.0
+    )
     return np.concatenate([fraction[:, None], weights], axis=1)
 
 
 def step_batch(
     state: BatchState, actions: Any, config: BudgetEnvConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Advance N episodes by one day (in place). Returns the reward (N,) and the day's funnel.
+    """Advance N episodes by one day (in place). Returns the reward (N,) and the day's
+    funnel.
 
     This is the one step function behind both :class:`BudgetEnv` and
     :class:`BatchedBudgetEnv`. The day's record also holds ``spend`` and
-    ``outside_logged`` (N, K): True where a positive spend left the configuration's logged
-    range (all False without one).
+    ``outside_logged`` (N, K): True where a positive spend left the configuration's
+    logged range (all False without one).
     """
     if state.t >= config.horizon_days:
         raise ConfigError("the episode is over: call reset() before step()")
@@ -389,7 +473,9 @@ def step_batch(
     holiday = state.holidays[:, state.t]
     day = simulate_funnel(state.params, spend, holiday, rng)
     organic = organic_clicks(holiday) if config.organic else 0.0
-    rewards = reward(day["clicks"], spend, config.cost_weight, config.value_per_click, organic)
+    rewards = reward(
+        day["clicks"], spend, config.cost_weight, config.value_per_click, organic
+    )
     state.remaining = np.maximum(state.remaining - spend.sum(axis=1), 0.0)
     state.last_clicks = day["clicks"].astype(float)
     state.last_spend = spend
@@ -399,22 +485,29 @@ def step_batch(
         outside = np.zeros(spend.shape, dtype=bool)
     else:
         low, high = bounds
-        outside = (spend > 0) & ((spend < low * (1 - 1e-9)) | (spend > high * (1 + 1e-9)))
+        outside = (spend > 0) & (
+            (spend < low * (1 - 1e-9)) | (spend > high * (1 + 1e-9))
+        )
     return rewards, {**day, "spend": spend, "outside_logged": outside}
 
 
-def _warn_outside(info: dict[str, np.ndarray], config: BudgetEnvConfig,
-                  channels: Sequence[str]) -> bool:
-    """Warn (once per environment: the caller keeps the flag) about extrapolated spend."""
+def _warn_outside(
+    info: dict[str, np.ndarray], config: BudgetEnvConfig, channels: Sequence[str]
+) -> bool:
+    """Warn (once per environment: the caller keeps the flag) about extrapolated
+    spend."""
     outside = info["outside_logged"]
     if not outside.any():
         return False
     row, k = np.argwhere(outside)[0]
     low, high = config.spend_bounds(channels)  # type: ignore[misc]
     warnings.warn(
-        f"spend {info['spend'][row, k]:.4g} on channel {channels[k]!r} is outside the logged "
-        f"range [{low[k]:.4g}, {high[k]:.4g}] (thousands) of the fitted table: the simulator "
-        "extrapolates the response model there (this warning is shown once per environment)",
+        f"spend {info['spend'][row, k]:.4g} on channel {channels[k]!r} is outside the "
+        "logged "
+        f"range [{low[k]:.4g}, {high[k]:.4g}] (thousands) of the fitted table: the "
+        "simulator "
+        "extrapolates the response model there (this warning is shown once per "
+        "environment)",
         SpendRangeWarning,
         stacklevel=3,
     )
@@ -424,11 +517,13 @@ def _warn_outside(info: dict[str, np.ndarray], config: BudgetEnvConfig,
 class BatchedBudgetEnv:
     """N budget episodes stepped together in NumPy; same dynamics as :class:`BudgetEnv`.
 
-    All episodes have the same length, so they start and end on the same call; ``step`` returns
-    ``done=True`` on the last day and the caller resets.
+    All episodes have the same length, so they start and end on the same call; ``step``
+    returns ``done=True`` on the last day and the caller resets.
     """
 
-    def __init__(self, params: ChannelParams, n_envs: int, config: BudgetEnvConfig | None = None) -> None:
+    def __init__(
+        self, params: ChannelParams, n_envs: int, config: BudgetEnvConfig | None = None
+    ) -> None:
         if n_envs < 1:
             raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
         self.params = params
@@ -440,9 +535,11 @@ class BatchedBudgetEnv:
         self.action_dim = params.n_channels + 1
         self.rng = np.random.default_rng()
         self.state: BatchState | None = None
-        #: True once the extrapolation warning was shown (it is shown once per environment)
+        #: True once the extrapolation warning was shown (it is shown once per
+        #: environment)
         self.warned_outside_range = False
-        self.config.spend_bounds(params.channels)  # the channels must match the config's
+        # the channels must match the config's
+        self.config.spend_bounds(params.channels)
 
     def reset(
         self,
@@ -456,17 +553,29 @@ class BatchedBudgetEnv:
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.state = reset_batch(
-            self.params, self.config, self.calendar, self.n_envs, self.rng, budgets=budgets, starts=starts, draws=draws
+            self.params,
+            self.config,
+            self.calendar,
+            self.n_envs,
+            self.rng,
+            budgets=budgets,
+            starts=starts,
+            draws=draws,
         )
         return observe(self.state, self.config)
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, bool, dict[str, np.ndarray]]:
-        """One day for every episode: (observations, rewards, done, funnel of the day)."""
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, bool, dict[str, np.ndarray]]:
+        """One day for every episode: (observations, rewards, done, funnel of the
+        day)."""
         if self.state is None:
             raise ConfigError("call reset() before step()")
         rewards, info = step_batch(self.state, actions, self.config, self.rng)
         if not self.warned_outside_range:
-            self.warned_outside_range = _warn_outside(info, self.config, self.params.channels)
+            self.warned_outside_range = _warn_outside(
+                info, self.config, self.params.channels
+            )
         done = self.state.t >= self.config.horizon_days
         return observe(self.state, self.config), rewards, done, info
 
@@ -476,7 +585,9 @@ class BudgetEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, params: ChannelParams, config: BudgetEnvConfig | None = None) -> None:
+    def __init__(
+        self, params: ChannelParams, config: BudgetEnvConfig | None = None
+    ) -> None:
         super().__init__()
         self.params = params
         self.config = config or BudgetEnvConfig()
@@ -485,24 +596,39 @@ class BudgetEnv(gym.Env):
         low = np.zeros(obs_dim(k), dtype=np.float32)
         high = np.full(obs_dim(k), np.inf, dtype=np.float32)
         high[:6] = 1.0
-        high[6] = float(self.config.horizon_days)  # pace ratio <= T (all budget left, one day)
+        # pace ratio <= T (all budget left, one day)
+        high[6] = float(self.config.horizon_days)
         high[7] = 1.0
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
         self.warned_outside_range = False
-        self.config.spend_bounds(params.channels)  # the channels must match the config's
-        self.action_space = gym.spaces.Box(low=0.0, high=1.0, shape=(k + 1,), dtype=np.float32)
+        # the channels must match the config's
+        self.config.spend_bounds(params.channels)
+        self.action_space = gym.spaces.Box(
+            low=0.0, high=1.0, shape=(k + 1,), dtype=np.float32
+        )
         self.state: BatchState | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode. ``options`` may fix ``budget``, ``start`` (calendar day) and ``draw``."""
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode. ``options`` may fix ``budget``, ``start`` (calendar day)
+        and ``draw``."""
         super().reset(seed=seed)
         options = options or {}
         unknown = set(options) - {"budget", "start", "draw"}
         if unknown:
-            raise ConfigError(f"unknown reset option(s) {sorted(unknown)}; known: budget, start, draw")
+            raise ConfigError(
+                f"unknown reset option(s) {sorted(unknown)}; known: budget, start, draw"
+            )
         self.state = reset_batch(
-            self.params, self.config, self.calendar, 1, self.np_random,
-            budgets=options.get("budget"), starts=options.get("start"), draws=options.get("draw"),
+            self.params,
+            self.config,
+            self.calendar,
+            1,
+            self.np_random,
+            budgets=options.get("budget"),
+            starts=options.get("start"),
+            draws=options.get("draw"),
         )
         return observe(self.state, self.config)[0], self._info()
 
@@ -511,14 +637,27 @@ class BudgetEnv(gym.Env):
             raise ConfigError("call reset() before step()")
         array = np.asarray(action, dtype=np.float64)
         if array.shape != (self.params.n_channels + 1,):
-            raise SchemaError(f"action must have shape ({self.params.n_channels + 1},); got {array.shape}")
-        rewards, day = step_batch(self.state, array[None, :], self.config, self.np_random)
+            raise SchemaError(
+                "action must have shape "
+                f"({self.params.n_channels + 1},); got {array.shape}"
+            )
+        rewards, day = step_batch(
+            self.state, array[None, :], self.config, self.np_random
+        )
         if not self.warned_outside_range:
-            self.warned_outside_range = _warn_outside(day, self.config, self.params.channels)
+            self.warned_outside_range = _warn_outside(
+                day, self.config, self.params.channels
+            )
         terminated = self.state.t >= self.config.horizon_days
         info = self._info()
         info.update({name: value[0] for name, value in day.items()})
-        return observe(self.state, self.config)[0], float(rewards[0]), terminated, False, info
+        return (
+            observe(self.state, self.config)[0],
+            float(rewards[0]),
+            terminated,
+            False,
+            info,
+        )
 
     def _info(self) -> dict[str, Any]:
         assert self.state is not None
@@ -529,24 +668,41 @@ class BudgetEnv(gym.Env):
         }
 
 
-# --- posteriors and reference policies ----------------------------------------------------------
+# --- posteriors and reference policies
+# ----------------------------------------------------------
 
 
 def synthetic_posterior(
-    truth: ChannelParams, n_draws: int, scale: float, rng: np.random.Generator, *, shift: bool = True
+    truth: ChannelParams,
+    n_draws: int,
+    scale: float,
+    rng: np.random.Generator,
+    *,
+    shift: bool = True,
 ) -> ChannelParams:
-    """Stand-in posterior: draws around a centre that itself misses the truth (as real posteriors do).
+    """Stand-in posterior: draws around a centre that itself misses the truth (as real
+    posteriors do).
 
-    With ``shift=True`` the centre is ``truth + scale * N(0, 1)`` on each location parameter,
-    then draws are ``centre + scale * N(0, 1)``: a calibrated-looking posterior of width ``scale``
-    (in log units) whose mean differs from the truth. Dispersions and conversion are kept.
+    With ``shift=True`` the centre is ``truth + scale * N(0, 1)`` on each location
+    parameter, then draws are ``centre + scale * N(0, 1)``: a calibrated-looking
+    posterior of width ``scale`` (in log units) whose mean differs from the truth.
+    Dispersions and conversion are kept.
     """
     if truth.n_draws is not None:
         raise SchemaError("truth must be a single parameter set (K,)")
     if n_draws < 1 or scale < 0 or not np.isfinite(scale):
-        raise ConfigError(f"need n_draws >= 1 and a finite scale >= 0; got {n_draws}, {scale}")
+        raise ConfigError(
+            f"need n_draws >= 1 and a finite scale >= 0; got {n_draws}, {scale}"
+        )
     k = truth.n_channels
-    located = ("imp_intercept", "imp_spend", "imp_holiday", "clk_intercept", "clk_impressions", "clk_holiday")
+    located = (
+        "imp_intercept",
+        "imp_spend",
+        "imp_holiday",
+        "clk_intercept",
+        "clk_impressions",
+        "clk_holiday",
+    )
     fields: dict[str, Any] = {}
     for name in truth.ARRAY_FIELDS:
         value = np.asarray(getattr(truth, name))
@@ -555,21 +711,24 @@ def synthetic_posterior(
             fields[name] = centre + scale * rng.standard_normal((n_draws, k))
         else:
             fields[name] = np.broadcast_to(value, (n_draws, k)).copy()
-    # elasticities stay positive: a channel whose spend lowers impressions is not in this model
+    # elasticities stay positive: a channel whose spend lowers impressions is not in
+    # this model
     for name in ("imp_spend", "clk_impressions"):
         fields[name] = np.abs(fields[name])
     return dataclasses.replace(truth, **fields)
 
 
 def _shares_for(shares: Any, channels: Sequence[str], who: str) -> np.ndarray:
-    """A share vector in the order of ``channels``, checked; ``shares`` may be a mapping."""
+    """A share vector in the order of ``channels``, checked; ``shares`` may be a
+    mapping."""
     if isinstance(shares, Mapping):
         names = [str(c) for c in shares]
         missing = [c for c in channels if c not in shares]
         extra = [c for c in names if c not in channels]
         if missing or extra:
             raise SchemaError(
-                f"{who}: shares are given for channels {names}, but the parameters have "
+                f"{who}: shares are given for channels {names}, but the parameters "
+                "have "
                 f"channels {list(channels)} (missing {missing}, unknown {extra})"
             )
         vector = np.array([float(shares[c]) for c in channels])
@@ -578,10 +737,15 @@ def _shares_for(shares: Any, channels: Sequence[str], who: str) -> np.ndarray:
         if vector.ndim != 1 or vector.size != len(channels):
             raise SchemaError(
                 f"{who}: {vector.size} shares {np.round(vector, 4).tolist()} for the "
-                f"{len(channels)} channels {list(channels)} of the parameters; give one share "
+                f"{len(channels)} channels {list(channels)} of the parameters; give "
+                "one share "
                 "per channel, best as a dict {channel: share}"
             )
-    if np.any(vector < 0) or not np.all(np.isfinite(vector)) or not np.isclose(vector.sum(), 1):
+    if (
+        np.any(vector < 0)
+        or not np.all(np.isfinite(vector))
+        or not np.isclose(vector.sum(), 1)
+    ):
         raise SchemaError(
             f"{who}: shares must be non-negative and sum to 1; got "
             f"{dict(zip(channels, np.round(vector, 4).tolist()))}"
@@ -589,13 +753,18 @@ def _shares_for(shares: Any, channels: Sequence[str], who: str) -> np.ndarray:
     return vector
 
 
-def zero_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+def zero_policy(
+    obs: np.ndarray, state: BatchState, config: BudgetEnvConfig
+) -> np.ndarray:
     """Spend nothing: the organic baseline (0 % of the oracle's lift)."""
     return np.zeros((state.n, state.params.n_channels + 1))
 
 
-def even_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
-    """Spend the remaining budget evenly over the days left, split evenly over channels."""
+def even_policy(
+    obs: np.ndarray, state: BatchState, config: BudgetEnvConfig
+) -> np.ndarray:
+    """Spend the remaining budget evenly over the days left, split evenly over
+    channels."""
     days_left = config.horizon_days - state.t
     k = state.params.n_channels
     return np.concatenate(
@@ -604,18 +773,24 @@ def even_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> 
 
 
 def static_plan_policy(shares: Any) -> Any:
-    """Even pacing with fixed channel ``shares`` (a dict {channel: share}, or a vector in the
-    order of the parameters' channels), checked against the channels at the first step."""
+    """Even pacing with fixed channel ``shares`` (a dict {channel: share}, or a vector
+    in the order of the parameters' channels), checked against the channels at the first
+    step."""
     if not isinstance(shares, Mapping):
         shares = np.asarray(shares, dtype=float)
         if shares.ndim != 1 or np.any(shares < 0) or not np.isclose(shares.sum(), 1.0):
-            raise SchemaError(f"shares must be a non-negative vector summing to 1; got {shares}")
+            raise SchemaError(
+                f"shares must be a non-negative vector summing to 1; got {shares}"
+            )
 
-    def policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+    def policy(
+        obs: np.ndarray, state: BatchState, config: BudgetEnvConfig
+    ) -> np.ndarray:
         vector = _shares_for(shares, state.params.channels, "static_plan_policy")
         days_left = config.horizon_days - state.t
         return np.concatenate(
-            [np.full((state.n, 1), 1.0 / days_left), np.tile(vector, (state.n, 1))], axis=1
+            [np.full((state.n, 1), 1.0 / days_left), np.tile(vector, (state.n, 1))],
+            axis=1,
         )
 
     return policy
@@ -627,17 +802,20 @@ def human_policy(
     holiday_uplift: float = 0.3,
     noise_sd: float = 0.35,
 ) -> Any:
-    """The historical marketer of :func:`pulse_lib.funnel.human_spend`, acting in the env.
+    """The historical marketer of :func:`pulse_lib.funnel.human_spend`, acting in the
+    env.
 
     Budget paced evenly (budget / T a day), fixed ``shares`` (default
-    :data:`HUMAN_SHARES_BY_CHANNEL`; a dict {channel: share} or a vector in the order of the
-    parameters' channels, checked against them with a message that names both), +30% on
-    holidays, log-normal day-to-day noise; capped by what is left. Uses its own ``rng`` so it
-    does not disturb the environment's random stream.
+    :data:`HUMAN_SHARES_BY_CHANNEL`; a dict {channel: share} or a vector in the order of
+    the parameters' channels, checked against them with a message that names both), +30%
+    on holidays, log-normal day-to-day noise; capped by what is left. Uses its own
+    ``rng`` so it does not disturb the environment's random stream.
     """
     shares = HUMAN_SHARES_BY_CHANNEL if shares is None else shares
 
-    def policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+    def policy(
+        obs: np.ndarray, state: BatchState, config: BudgetEnvConfig
+    ) -> np.ndarray:
         vector = _shares_for(shares, state.params.channels, "human_policy")
         daily = state.budget / config.horizon_days
         lift = 1.0 + holiday_uplift * state.holidays[:, state.t]
@@ -680,13 +858,16 @@ def expected_daily_value(
 ) -> np.ndarray:
     """Expected value of the day's paid clicks net of spend, for spend (..., K).
 
-    ``value_per_click / 1000 * sum_k E[clicks_k | spend_k] - cost_weight * sum_k spend_k``
-    (:func:`pulse_lib.funnel.expected_clicks`; organic clicks, the same for every policy, are
-    left out). With posterior draws (S, K) it returns one value per draw.
+    ``value_per_click / 1000 * sum_k E[clicks_k | spend_k] - cost_weight * sum_k
+    spend_k`` (:func:`pulse_lib.funnel.expected_clicks`; organic clicks, the same for
+    every policy, are left out). With posterior draws (S, K) it returns one value per
+    draw.
     """
     spend = np.asarray(spend, dtype=float)
     clicks = expected_clicks(params, spend, holiday)
-    return value_per_click / 1000.0 * clicks.sum(axis=-1) - cost_weight * spend.sum(axis=-1)
+    return value_per_click / 1000.0 * clicks.sum(axis=-1) - cost_weight * spend.sum(
+        axis=-1
+    )
 
 
 def plan_shares(
@@ -695,11 +876,11 @@ def plan_shares(
     cost_weight: float = DEFAULT_COST_WEIGHT,
     value_per_click: float = VALUE_PER_CLICK,
 ) -> np.ndarray:
-    """Channel shares that maximise the expected daily value on a normal day, averaged over
-    draws if any (scipy SLSQP).
+    """Channel shares that maximise the expected daily value on a normal day, averaged
+    over draws if any (scipy SLSQP).
 
-    The whole daily budget is split; with a single parameter set this is the plan of that
-    set, with draws (S, K) the robust (Bayes) plan.
+    The whole daily budget is split; with a single parameter set this is the plan of
+    that set, with draws (S, K) the robust (Bayes) plan.
     """
     from scipy.optimize import minimize
 
@@ -709,12 +890,17 @@ def plan_shares(
 
     def negative_value(shares: np.ndarray) -> float:
         spend = daily_budget * np.clip(shares, 0, None)
-        return -float(np.mean(expected_daily_value(params, spend, cost_weight, value_per_click)))
+        return -float(
+            np.mean(expected_daily_value(params, spend, cost_weight, value_per_click))
+        )
 
     best: Any = None
     for start in (np.full(k, 1.0 / k), *np.eye(k) * 0.7 + 0.3 / k):
         result = minimize(
-            negative_value, start, method="SLSQP", bounds=[(0.0, 1.0)] * k,
+            negative_value,
+            start,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * k,
             constraints=[{"type": "eq", "fun": lambda s: s.sum() - 1.0}],
             options={"ftol": 1e-12, "maxiter": 500},
         )
@@ -729,32 +915,37 @@ def plan_shares(
 def planner_policy(
     params: ChannelParams, config: BudgetEnvConfig | None = None, grid_points: int = 9
 ) -> Any:
-    """The static planner: even pacing, with the channel split of :func:`plan_shares` for
-    each episode's budget.
+    """The static planner: even pacing, with the channel split of :func:`plan_shares`
+    for each episode's budget.
 
-    Shares are planned on ``grid_points`` daily budgets spanning ``config.budget_range`` and
-    interpolated linearly. It ignores the calendar (every day is planned as a normal day).
-    With the posterior's draws this is the robust static plan; with the posterior mean, the
-    plug-in plan. The planned channels must be the environment's.
+    Shares are planned on ``grid_points`` daily budgets spanning ``config.budget_range``
+    and interpolated linearly. It ignores the calendar (every day is planned as a normal
+    day). With the posterior's draws this is the robust static plan; with the posterior
+    mean, the plug-in plan. The planned channels must be the environment's.
     """
     config = config or BudgetEnvConfig()
     if grid_points < 2:
         raise ConfigError(f"grid_points must be >= 2, got {grid_points}")
     daily_grid = np.linspace(*config.budget_range, grid_points) / config.horizon_days
-    table = np.stack([
-        plan_shares(params, d, config.cost_weight, config.value_per_click) for d in daily_grid
-    ])
+    table = np.stack(
+        [
+            plan_shares(params, d, config.cost_weight, config.value_per_click)
+            for d in daily_grid
+        ]
+    )
 
     def shares_for(daily: np.ndarray) -> np.ndarray:
         shares = np.stack(
-            [np.interp(daily, daily_grid, table[:, k]) for k in range(table.shape[1])], axis=1
+            [np.interp(daily, daily_grid, table[:, k]) for k in range(table.shape[1])],
+            axis=1,
         )
         return shares / shares.sum(axis=1, keepdims=True)
 
     def policy(obs: np.ndarray, state: BatchState, cfg: BudgetEnvConfig) -> np.ndarray:
         if state.params.channels != params.channels:
             raise SchemaError(
-                f"planner_policy planned channels {list(params.channels)} but the environment "
+                f"planner_policy planned channels {list(params.channels)} but the "
+                "environment "
                 f"has {list(state.params.channels)}"
             )
         days_left = cfg.horizon_days - state.t
@@ -766,7 +957,8 @@ def planner_policy(
     return policy
 
 
-#: Largest elasticity b * e the closed-form planner accepts; a draw above it is planned as if
+#: Largest elasticity b * e the closed-form planner accepts; a draw above it is planned
+#: as if
 #: at it (a convex response would put the whole budget on one day and channel).
 MAX_PLANNED_ELASTICITY = 0.98
 
@@ -780,11 +972,12 @@ def plan_remaining(
 ) -> np.ndarray:
     """Optimal spend (N, D, K) of what is left over the D days left, in expectation.
 
-    ``params`` has shape (N, K) (one parameter set per episode) or (K,); ``holidays`` (N, D)
-    flags the days left; ``remaining`` (N,) is the budget left. Expected clicks are a power law
-    ``V * s^beta`` in spend (:func:`pulse_lib.funnel.expected_clicks`), so the plan is in
-    closed form: ``s = (W beta / (cost_weight + lam))^(1 / (1 - beta))`` with the multiplier
-    ``lam >= 0`` of the budget found by bisection (0 when the budget does not bind).
+    ``params`` has shape (N, K) (one parameter set per episode) or (K,); ``holidays``
+    (N, D) flags the days left; ``remaining`` (N,) is the budget left. Expected clicks
+    are a power law ``V * s^beta`` in spend (:func:`pulse_lib.funnel.expected_clicks`),
+    so the plan is in closed form: ``s = (W beta / (cost_weight + lam))^(1 / (1 -
+    beta))`` with the multiplier ``lam >= 0`` of the budget found by bisection (0 when
+    the budget does not bind).
     """
     holidays = np.asarray(holidays, dtype=float)
     remaining = np.asarray(remaining, dtype=float)
@@ -792,14 +985,21 @@ def plan_remaining(
     from scipy.special import gammaln
 
     k = params.n_channels
-    p = {f: np.broadcast_to(getattr(params, f), (n, k))[:, None, :] for f in params.ARRAY_FIELDS}
+    p = {
+        f: np.broadcast_to(getattr(params, f), (n, k))[:, None, :]
+        for f in params.ARRAY_FIELDS
+    }
     hol = holidays[:, :, None]
     e = p["clk_impressions"]
-    # log E[clicks] at spend 1 (funnel.expected_clicks with s = 1), per episode, day, channel
+    # log E[clicks] at spend 1 (funnel.expected_clicks with s = 1), per episode, day,
+    # channel
     log_unit = (
-        p["clk_intercept"] + p["clk_holiday"] * hol
+        p["clk_intercept"]
+        + p["clk_holiday"] * hol
         + e * (p["imp_intercept"] + p["imp_holiday"] * hol - np.log(1000.0))
-        + gammaln(p["imp_phi"] + e) - gammaln(p["imp_phi"]) - e * np.log(p["imp_phi"])
+        + gammaln(p["imp_phi"] + e)
+        - gammaln(p["imp_phi"])
+        - e * np.log(p["imp_phi"])
     )
     weight = value_per_click / 1000.0 * np.exp(log_unit)  # (N, D, K)
     beta = np.clip(p["imp_spend"] * e, 1e-6, MAX_PLANNED_ELASTICITY)
@@ -818,18 +1018,23 @@ def plan_remaining(
         high = np.where(over, high, mid)
     price = np.where(binds, np.exp(high), floor)
     plan = spend_at(price)
-    scale = np.where(plan.sum(axis=(1, 2)) > remaining,
-                     remaining / np.maximum(plan.sum(axis=(1, 2)), 1e-300), 1.0)
+    scale = np.where(
+        plan.sum(axis=(1, 2)) > remaining,
+        remaining / np.maximum(plan.sum(axis=(1, 2)), 1e-300),
+        1.0,
+    )
     return plan * scale[:, None, None]
 
 
-def oracle_policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+def oracle_policy(
+    obs: np.ndarray, state: BatchState, config: BudgetEnvConfig
+) -> np.ndarray:
     """The book's oracle: each day, plan the rest of the period with the episode's own
     parameters and the calendar (:func:`plan_remaining`), and spend today's part.
 
-    It knows the market each episode runs on (the truth, or the episode's posterior draw),
-    so its expected return is the yardstick of 100 %. It optimises expected clicks; a policy
-    may beat it by a hair on a noisy month.
+    It knows the market each episode runs on (the truth, or the episode's posterior
+    draw), so its expected return is the yardstick of 100 %. It optimises expected
+    clicks; a policy may beat it by a hair on a noisy month.
     """
     return _follow_plan(state, config, state.params, "_oracle_plan")
 
@@ -839,34 +1044,41 @@ def _follow_plan(
 ) -> np.ndarray:
     """Today's part of the plan for the rest of the period.
 
-    Spend follows the plan exactly, and a plan for the days left with the budget left is the
-    rest of the first day's plan, so the plan is made once per episode batch and cached on
-    the state; it is made again if the budget left differs from the plan's.
+    Spend follows the plan exactly, and a plan for the days left with the budget left is
+    the rest of the first day's plan, so the plan is made once per episode batch and
+    cached on the state; it is made again if the budget left differs from the plan's.
     """
     cached = getattr(state, key, None)
     if cached is not None and cached[0] is not None:
         plan, start = cached
         left = state.remaining
-        expected = plan[:, state.t - start:, :].sum(axis=(1, 2))
+        expected = plan[:, state.t - start :, :].sum(axis=(1, 2))
         if np.allclose(expected, left, rtol=1e-9, atol=1e-9):
             return spend_to_actions(plan[:, state.t - start, :], state.remaining)
-    days = state.holidays[:, state.t:config.horizon_days]
-    plan = plan_remaining(params, days, state.remaining, config.cost_weight,
-                          config.value_per_click)
+    days = state.holidays[:, state.t : config.horizon_days]
+    plan = plan_remaining(
+        params, days, state.remaining, config.cost_weight, config.value_per_click
+    )
     setattr(state, key, (plan, state.t))
     return spend_to_actions(plan[:, 0, :], state.remaining)
 
 
 def dynamic_planner_policy(params: ChannelParams) -> Any:
     """The oracle's plan made with fixed parameters ``params`` (K,) (e.g. the posterior
-    mean) whatever market the episode runs on: a plug-in planner that uses the calendar."""
+    mean) whatever market the episode runs on: a plug-in planner that uses the
+    calendar."""
     if params.n_draws is not None:
-        raise SchemaError("dynamic_planner_policy needs one parameter set (K,); use .mean()")
+        raise SchemaError(
+            "dynamic_planner_policy needs one parameter set (K,); use .mean()"
+        )
 
-    def policy(obs: np.ndarray, state: BatchState, config: BudgetEnvConfig) -> np.ndarray:
+    def policy(
+        obs: np.ndarray, state: BatchState, config: BudgetEnvConfig
+    ) -> np.ndarray:
         if state.params.channels != params.channels:
             raise SchemaError(
-                f"dynamic_planner_policy planned channels {list(params.channels)} but the "
+                f"dynamic_planner_policy planned channels {list(params.channels)} but "
+                "the "
                 f"environment has {list(state.params.channels)}"
             )
         return _follow_plan(state, config, params, "_plug_in_plan")

@@ -1,4 +1,5 @@
-"""Student versions of the chapters and an autograder built on the chapters' own self-checks.
+"""Student versions of the chapters and an autograder built on the chapters' own
+self-checks.
 
 ::
 
@@ -9,18 +10,24 @@
 **Student version.** Each chapter as committed, minus what gives an answer away: the
 ``{solution}`` blocks of the markdown and the cells that check the reference solution
 (``check(..., strict=True)``). A hidden cell inside an exercise block (the reference a
-self-check compares with, or a solution cell the self-check needs because it computes that
-reference) stays out of sight: the student notebook runs the book's own copy of that cell,
-silently (:func:`run_hidden`), so every self-check still works and the student sees feedback
-while working. Everything else (stubs, self-checks, the chapter's prose and code) is kept.
-This keeps answers out of sight, not secret: the book is open.
+self-check compares with, or a solution cell the self-check needs because it computes
+that reference) stays out of sight: the student notebook runs the book's own copy of
+that cell, silently (:func:`run_hidden`), so every self-check still works and the
+student sees feedback while working. Everything else (stubs, self-checks, the chapter's
+prose and code) is kept. This keeps answers out of sight, not secret: the book is open.
 
-**Grading.** The grader executes a filled-in notebook in a fresh kernel (``ci`` profile, from
-the book's ``chapters/`` folder, errors allowed so one broken answer does not sink the rest).
-Each :func:`pulse_lib.exercises.check` call appends its verdict to a log, tagged with the
-exercise block it ran in (the grader marks the blocks; the student's notebook is not edited).
-An exercise is worth one point, shared equally among its self-checks; an untouched stub scores
-0. With ``--reference`` the grader runs the chapter itself and scores its reference checks:
+**Grading.** The grader executes a filled-in notebook in a fresh kernel (``ci`` profile,
+from
+the book's ``chapters/`` folder, errors allowed so one broken answer does not sink the
+rest).
+Each :func:`pulse_lib.exercises.check` call appends its verdict to a log, tagged with
+the
+exercise block it ran in (the grader marks the blocks; the student's notebook is not
+edited).
+An exercise is worth one point, shared equally among its self-checks; an untouched stub
+scores
+0. With ``--reference`` the grader runs the chapter itself and scores its reference
+   checks:
 every exercise then earns its point, which proves the checks accept a right answer.
 """
 
@@ -42,7 +49,8 @@ from pulse_lib.errors import ConfigError, DataFormatError
 
 #: Where ``student`` writes by default (relative to the repository).
 STUDENT_DIR = "_build/student"
-#: Overrides the folder :func:`run_hidden` reads the book's chapters from (tests, a course copy).
+#: Overrides the folder :func:`run_hidden` reads the book's chapters from (tests, a
+#: course copy).
 SOURCES_ENV = "PULSE_COURSE_SOURCES"
 #: Tags that keep a cell's code out of the rendered page.
 HIDDEN_TAGS = frozenset({"hide-cell", "remove-cell", "hide-input", "remove-input"})
@@ -94,8 +102,9 @@ def _run_hidden_source(chapter: str, cell_id: str) -> str:
 
 
 def exercise_blocks(notebook: Any) -> dict[str, list[int]]:
-    """Indices of the cells of each exercise block: from its ``{exercise}`` directive to the
-    next exercise or the next heading (the rule the student version and the grader share)."""
+    """Indices of the cells of each exercise block: from its ``{exercise}`` directive to
+    the next exercise or the next heading (the rule the student version and the grader
+    share)."""
     blocks: dict[str, list[int]] = {}
     current: str | None = None
     for index, cell in enumerate(notebook.cells):
@@ -113,11 +122,12 @@ def exercise_blocks(notebook: Any) -> dict[str, list[int]]:
 
 
 def self_check_problems(notebook: Any) -> list[str]:
-    """Why a chapter's exercises would not work in its student version (empty: they would).
+    """Why a chapter's exercises would not work in its student version (empty: they
+    would).
 
-    Each exercise block needs a self-check (a ``check(`` call without ``strict=True``) for the
-    student and a solution cell (``check(..., strict=True)``) that proves the check accepts
-    the reference answer.
+    Each exercise block needs a self-check (a ``check(`` call without ``strict=True``)
+    for the student and a solution cell (``check(..., strict=True)``) that proves the
+    check accepts the reference answer.
     """
     problems = []
     for label, cells in exercise_blocks(notebook).items():
@@ -139,7 +149,8 @@ def self_check_problems(notebook: Any) -> list[str]:
 
 def _self_check_cells(notebook: Any) -> dict[int, int | None]:
     """For each cell index inside an exercise block: the index of that block's first
-    self-check (a ``check(`` call without ``strict=True``), or ``None`` if it has none."""
+    self-check (a ``check(`` call without ``strict=True``), or ``None`` if it has
+    none."""
     first: dict[int, int | None] = {}
     for cells in exercise_blocks(notebook).values():
         checks = [
@@ -155,13 +166,14 @@ def _self_check_cells(notebook: Any) -> dict[int, int | None]:
 
 
 def student_notebook(notebook: Any, chapter: str) -> Any:
-    """The student version of a chapter notebook (see the module docstring); a new object.
+    """The student version of a chapter notebook (see the module docstring); a new
+    object.
 
-    Inside an exercise block: a solution cell (``strict=True``) after the block's self-check
-    is removed; a hidden cell, or a solution cell the self-check needs (one that comes before
-    it, e.g. computing the reference and checking it at once), is replaced by a call that runs
-    the book's own copy out of sight (:func:`run_hidden`). Outside exercise blocks only
-    solution cells are removed.
+    Inside an exercise block: a solution cell (``strict=True``) after the block's
+    self-check is removed; a hidden cell, or a solution cell the self-check needs (one
+    that comes before it, e.g. computing the reference and checking it at once), is
+    replaced by a call that runs the book's own copy out of sight (:func:`run_hidden`).
+    Outside exercise blocks only solution cells are removed.
     """
     import copy
 
@@ -200,8 +212,10 @@ def student_notebook(notebook: Any, chapter: str) -> Any:
             f"{chapter} has no {{exercise}} directive: nothing for a student to do"
         )
     note = nbformat.v4.new_markdown_cell(
-        "*Student version: the solutions are removed. Fill in each stub, then run the cell "
-        "below it: the self-check says whether your answer is right. Your notebook is graded "
+        "*Student version: the solutions are removed. Fill in each stub, then run the "
+        "cell "
+        "below it: the self-check says whether your answer is right. Your notebook is "
+        "graded "
         "by the same checks (`python -m pulse_lib.course grade`).*"
     )
     first_markdown = next(
@@ -244,9 +258,10 @@ def _sources_dir() -> Path:
 def run_hidden(chapter: str, cell_id: str) -> None:
     """Run the book's own copy of a hidden cell of ``chapter`` in the calling notebook.
 
-    Student notebooks call this where a chapter computes a self-check's reference out of sight.
-    The cell is read from the book's ``chapters/`` folder (or ``$PULSE_COURSE_SOURCES``) and
-    runs in the notebook's namespace, IPython magics included.
+    Student notebooks call this where a chapter computes a self-check's reference out of
+    sight. The cell is read from the book's ``chapters/`` folder (or
+    ``$PULSE_COURSE_SOURCES``) and runs in the notebook's namespace, IPython magics
+    included.
     """
     import nbformat
 
@@ -260,8 +275,10 @@ def run_hidden(chapter: str, cell_id: str) -> None:
     ]
     if not cells:
         raise ConfigError(
-            f"cell {cell_id!r} is no longer in {path.name}: the chapter changed since this "
-            "student notebook was written; write it again (python -m pulse_lib.course student)"
+            f"cell {cell_id!r} is no longer in {path.name}: the chapter changed since "
+            "this "
+            "student notebook was written; write it again (python -m pulse_lib.course "
+            "student)"
         )
     source = cells[0].source
     try:
@@ -279,7 +296,8 @@ def run_hidden(chapter: str, cell_id: str) -> None:
         import __main__
 
         namespace = __main__.__dict__
-    # A hidden cell says nothing to the student (a reference check would print "correct."
+    # A hidden cell says nothing to the student (a reference check would print
+    # "correct."
     # under an untouched stub); its output is shown only if it fails.
     import contextlib
     import io
@@ -328,14 +346,16 @@ def _marker_cell(label: str | None) -> Any:
 
     value = "None" if label is None else json.dumps(label)
     return nbformat.v4.new_code_cell(
-        f"import pulse_lib.exercises as _pulse_grader\n_pulse_grader.current_exercise = {value}",
+        "import pulse_lib.exercises as _pulse_grader\n_pulse_grader.current_exercise "
+        f"= {value}",
         metadata={"tags": ["pulse-grader"]},
     )
 
 
 def grading_notebook(notebook: Any, profile: str = "ci") -> tuple[Any, list[str]]:
-    """A copy of ``notebook`` ready to grade: ``profile`` injected after the ``parameters`` cell
-    and a marker cell at each exercise block; returns it and the exercise labels."""
+    """A copy of ``notebook`` ready to grade: ``profile`` injected after the
+    ``parameters`` cell and a marker cell at each exercise block; returns it and the
+    exercise labels."""
     import copy
 
     import nbformat
@@ -378,9 +398,11 @@ def grade_notebook(
     profile: str = "ci",
     root: Path | None = None,
 ) -> NotebookGrade:
-    """Execute ``path`` and score its exercises from their self-checks (see the module doc).
+    """Execute ``path`` and score its exercises from their self-checks (see the module
+    doc).
 
-    ``reference=True`` scores the reference checks (``strict=True``) instead of the student's.
+    ``reference=True`` scores the reference checks (``strict=True``) instead of the
+    student's.
     """
     import nbformat
     from nbclient import NotebookClient

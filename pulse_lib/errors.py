@@ -1,7 +1,7 @@
 """Exception types raised by :mod:`pulse_lib` on bad input.
 
-Every error message names what is wrong (the column, the row, the shape, the value) so a reader
-can fix the input; the library never repairs input silently.
+Every error message names what is wrong (the column, the row, the shape, the value) so a
+reader can fix the input; the library never repairs input silently.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ class PulseError(Exception):
 
 
 class SchemaError(PulseError, ValueError):
-    """A table does not follow the schema it claims (missing column, wrong type, bad value)."""
+    """A table does not follow the schema it claims (missing column, wrong type, bad
+    value)."""
 
 
 class DataFormatError(PulseError, ValueError):
@@ -28,7 +29,8 @@ class SetupError(PulseError, RuntimeError):
 
 
 class PathError(PulseError, OSError):
-    """A path exists but is the wrong kind: a directory where a file is expected, or the reverse.
+    """A path exists but is the wrong kind: a directory where a file is expected, or the
+    reverse.
 
     A path that does not exist raises the standard :class:`FileNotFoundError` instead.
     """

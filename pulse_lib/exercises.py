@@ -1,13 +1,15 @@
 """Self-checking exercises (in the spirit of Spinning Up).
 
-A chapter gives the student a stub, then calls :func:`check` on whatever the stub returns. An
-untouched stub (``None``/``NotImplemented``) is reported as "not attempted" without failing the
-notebook; a wrong answer is reported with the reason; the chapter's hidden solution cell calls
-``check(..., strict=True)`` so CI proves the checker accepts the reference answer.
+A chapter gives the student a stub, then calls :func:`check` on whatever the stub
+returns. An untouched stub (``None``/``NotImplemented``) is reported as "not attempted"
+without failing the notebook; a wrong answer is reported with the reason; the chapter's
+hidden solution cell calls ``check(..., strict=True)`` so CI proves the checker accepts
+the reference answer.
 
-The same calls grade a course: when the environment variable :data:`LOG_ENV` names a file,
-every :func:`check` appends one JSON line to it (exercise, name, status, reason, whether it
-was the reference), which is what ``python -m pulse_lib.course grade`` scores.
+The same calls grade a course: when the environment variable :data:`LOG_ENV` names a
+file, every :func:`check` appends one JSON line to it (exercise, name, status, reason,
+whether it was the reference), which is what ``python -m pulse_lib.course grade``
+scores.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 
 from pulse_lib.errors import ConfigError, PulseError
 
-#: Environment variable naming the JSON-lines file every :func:`check` appends its result to.
+#: Environment variable naming the JSON-lines file every :func:`check` appends its
+#: result to.
 LOG_ENV = "PULSE_EXERCISE_LOG"
 
 #: The exercise the checks that follow belong to; the course grader sets it before each
@@ -31,7 +34,8 @@ current_exercise: str | None = None
 
 
 class ExerciseFailed(PulseError, AssertionError):
-    """The reference solution did not pass its own check (raised only with ``strict=True``)."""
+    """The reference solution did not pass its own check (raised only with
+    ``strict=True``)."""
 
 
 def _record(name: str, status: str, reason: str | None, strict: bool) -> None:
@@ -73,22 +77,24 @@ def check(
     *,
     strict: bool = False,
 ) -> bool:
-    """Run ``test(answer)``; it returns ``None`` (or ``True``) when the answer is right, else a
-    reason (a string, or ``False``).
+    """Run ``test(answer)``; it returns ``None`` (or ``True``) when the answer is right,
+    else a reason (a string, or ``False``).
 
-    Prints one line of feedback and returns whether the answer passed. With ``strict=True`` a
-    failure raises :class:`ExerciseFailed` (used on reference solutions). A ``test`` that is not
-    callable is the chapter's bug, not the student's: it raises
-    :class:`~pulse_lib.errors.ConfigError` naming the exercise.
+    Prints one line of feedback and returns whether the answer passed. With
+    ``strict=True`` a failure raises :class:`ExerciseFailed` (used on reference
+    solutions). A ``test`` that is not callable is the chapter's bug, not the student's:
+    it raises :class:`~pulse_lib.errors.ConfigError` naming the exercise.
     """
     if not callable(test):
         raise ConfigError(
-            f"[{name}] the exercise's test is {test!r}, not a function: a bug in the chapter, "
+            f"[{name}] the exercise's test is {test!r}, not a function: a bug in the "
+            "chapter, "
             "not in your answer"
         )
     if _is_missing(answer):
         print(
-            f"[{name}] not attempted yet: fill in the stub above and run this cell again."
+            f"[{name}] not attempted yet: fill in the stub above and run this cell "
+            "again."
         )
         _record(name, "not attempted", None, strict)
         if strict:
@@ -132,7 +138,10 @@ def close_to(
         if got.shape != want.shape:
             return f"expected shape {want.shape}, got {got.shape}"
         if not np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
-            return f"expected about {np.round(want, 4).tolist()}, got {np.round(got, 4).tolist()}"
+            return (
+                f"expected about {np.round(want, 4).tolist()}, got "
+                f"{np.round(got, 4).tolist()}"
+            )
         return None
 
     return test

@@ -1,11 +1,12 @@
 """Atomic file writes: a reader never sees a half-written file, even after a crash.
 
-The new content goes to a temporary file beside the target (``.<name>.<random>.part<suffix>``),
-which is renamed over the target only when the writer finished without an exception. The
-file ends with the permissions a plain ``open(path, "w")`` would give it: the mode of the file
-it replaces, or ``0o666`` minus the umask for a new file. Temporary files a killed process
-left behind are removed by the next write to the same target once they are older than
-:data:`STALE_AFTER_SECONDS` (a temporary file still being written is younger than that).
+The new content goes to a temporary file beside the target
+(``.<name>.<random>.part<suffix>``), which is renamed over the target only when the
+writer finished without an exception. The file ends with the permissions a plain
+``open(path, "w")`` would give it: the mode of the file it replaces, or ``0o666`` minus
+the umask for a new file. Temporary files a killed process left behind are removed by
+the next write to the same target once they are older than :data:`STALE_AFTER_SECONDS`
+(a temporary file still being written is younger than that).
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from typing import IO
 from pulse_lib.errors import ConfigError, PathError, PulseError
 from pulse_lib.validation import check_non_negative, check_output_path
 
-__all__ = ["STALE_AFTER_SECONDS", "atomic_path", "atomic_write", "clean_stale_temp_files"]
+__all__ = [
+    "STALE_AFTER_SECONDS",
+    "atomic_path",
+    "atomic_write",
+    "clean_stale_temp_files",
+]
 
-#: A temporary file of an atomic write untouched for this long belongs to a dead process.
+#: A temporary file of an atomic write untouched for this long belongs to a dead
+#: process.
 STALE_AFTER_SECONDS: float = 3600.0
 
 # mkstemp's random part: 8 characters from this alphabet.
@@ -33,8 +40,9 @@ _RANDOM = r"[a-z0-9_]{8}"
 
 
 def _temp_affixes(target: Path) -> tuple[str, str]:
-    """Prefix and suffix of the temporary file. The suffix ends with the target's own suffix
-    so writers that add one unless present (``np.save`` adds ``.npy``) write where asked."""
+    """Prefix and suffix of the temporary file. The suffix ends with the target's own
+    suffix so writers that add one unless present (``np.save`` adds ``.npy``) write
+    where asked."""
     return f".{target.name}.", f".part{target.suffix}"
 
 
@@ -47,8 +55,8 @@ def _temp_pattern(target: Path) -> re.Pattern[str]:
 def clean_stale_temp_files(
     path: str | os.PathLike[str], older_than: float = STALE_AFTER_SECONDS
 ) -> list[Path]:
-    """Remove the temporary files atomic writes to ``path`` left behind (a killed process),
-    if untouched for ``older_than`` seconds; return the removed paths.
+    """Remove the temporary files atomic writes to ``path`` left behind (a killed
+    process), if untouched for ``older_than`` seconds; return the removed paths.
 
     Only regular files whose name matches this module's temporary-file pattern for this
     target are touched, so nothing else in the folder is at risk.
@@ -86,7 +94,8 @@ def _umask() -> int:
 
 
 def _final_mode(target: Path) -> int:
-    """The mode ``open(target, "w")`` would leave: the existing file's, else 0o666 & ~umask."""
+    """The mode ``open(target, "w")`` would leave: the existing file's, else 0o666 &
+    ~umask."""
     with contextlib.suppress(FileNotFoundError):
         return stat.S_IMODE(target.stat().st_mode)
     return 0o666 & ~_umask()
@@ -97,7 +106,9 @@ def _prepare(path: str | os.PathLike[str]) -> tuple[Path, str]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as exc:
-        raise PathError(f"cannot write {target}: a parent folder is a file ({exc})") from exc
+        raise PathError(
+            f"cannot write {target}: a parent folder is a file ({exc})"
+        ) from exc
     clean_stale_temp_files(target)
     prefix, suffix = _temp_affixes(target)
     fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
@@ -112,11 +123,12 @@ def _commit(tmp_name: str, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; rename it over ``path`` only if the block succeeds.
+    """Open a temporary file beside ``path``; rename it over ``path`` only if the block
+    succeeds.
 
-    The rename is atomic on POSIX file systems, so ``path`` either keeps its old content or holds
-    the complete new content. On an exception the temporary file is removed. ``mode`` is
-    ``"w"`` (text, UTF-8) or ``"wb"``.
+    The rename is atomic on POSIX file systems, so ``path`` either keeps its old content
+    or holds the complete new content. On an exception the temporary file is removed.
+    ``mode`` is ``"w"`` (text, UTF-8) or ``"wb"``.
 
     >>> with atomic_write("out.txt", "w") as f:  # doctest: +SKIP
     ...     f.write("complete or nothing")
@@ -137,14 +149,16 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         raise
 
 
-def atomic_path(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:
-    """Like :func:`atomic_write`, for writers that want a path (``DataFrame.to_parquet``,
-    ``np.save``).
+def atomic_path(
+    path: str | os.PathLike[str],
+) -> contextlib.AbstractContextManager[Path]:
+    """Like :func:`atomic_write`, for writers that want a path
+    (``DataFrame.to_parquet``, ``np.save``).
 
-    The temporary path ends with ``path``'s suffix, so ``np.save`` writes to it as given. If
-    the writer wrote somewhere else instead (a suffix it added itself, or nowhere), that is an
-    error naming both paths, and the target keeps its old content: it is never replaced by the
-    empty placeholder.
+    The temporary path ends with ``path``'s suffix, so ``np.save`` writes to it as
+    given. If the writer wrote somewhere else instead (a suffix it added itself, or
+    nowhere), that is an error naming both paths, and the target keeps its old content:
+    it is never replaced by the empty placeholder.
     """
     return _atomic_path(path)
 
@@ -157,15 +171,21 @@ def _atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     strays: list[Path] = []
     try:
         yield tmp
-        strays = [p for p in tmp.parent.iterdir() if p.name.startswith(tmp.name) and p != tmp]
+        strays = [
+            p for p in tmp.parent.iterdir() if p.name.startswith(tmp.name) and p != tmp
+        ]
         if not tmp.is_file():
-            raise PulseError(f"atomic_path: the writer left no file at {tmp} for {target}"
-                             + (f"; it wrote {strays[0].name} instead" if strays else ""))
+            raise PulseError(
+                f"atomic_path: the writer left no file at {tmp} for "
+                f"{target}" + (f"; it wrote {strays[0].name} instead" if strays else "")
+            )
         info = tmp.stat()
         if strays and info.st_size == 0 and info.st_mtime_ns == placeholder_mtime:
             raise PulseError(
-                f"atomic_path: the writer wrote {strays[0].name} instead of the path it was given "
-                f"({tmp.name}), probably by adding a suffix; give the target {target} the suffix "
+                f"atomic_path: the writer wrote {strays[0].name} instead of the path "
+                "it was given "
+                f"({tmp.name}), probably by adding a suffix; give the target {target} "
+                "the suffix "
                 "the writer uses (e.g. '.npy' for np.save)"
             )
         with open(tmp, "rb") as handle:

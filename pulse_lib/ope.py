@@ -1,17 +1,19 @@
-"""Off-policy estimators on plain arrays: bandit (per-decision) and trajectory estimators.
+"""Off-policy estimators on plain arrays: bandit (per-decision) and trajectory
+estimators.
 
-Every estimator returns an :class:`OPEEstimate` whose ``terms`` are per-sample contributions
-(per logged decision for the bandit estimators, per episode for the trajectory estimators) whose
-mean is the estimate, so a caller can put a confidence interval on it (``est.ci()``) or
-bootstrap it.
+Every estimator returns an :class:`OPEEstimate` whose ``terms`` are per-sample
+contributions (per logged decision for the bandit estimators, per episode for the
+trajectory estimators) whose mean is the estimate, so a caller can put a confidence
+interval on it (``est.ci()``) or bootstrap it.
 
 Notation: a logged decision ``i`` has reward ``r_i``, behaviour (logging) propensity
-``mu_i = mu(a_i | x_i)`` and target probability ``pi_i = pi(a_i | x_i)`` of the *logged* action;
-the importance weight is ``w_i = pi_i / mu_i``.
+``mu_i = mu(a_i | x_i)`` and target probability ``pi_i = pi(a_i | x_i)`` of the *logged*
+action; the importance weight is ``w_i = pi_i / mu_i``.
 
 References: Horvitz & Thompson (1952) for IPS; Swaminathan & Joachims (2015) for SNIPS;
-Dudík, Langford & Li (2011) for doubly robust; Precup, Sutton & Singh (2000) for per-decision
-importance sampling; Thomas (2015) and Voloshin et al. (2021) for the weighted variants.
+Dudík, Langford & Li (2011) for doubly robust; Precup, Sutton & Singh (2000) for
+per-decision importance sampling; Thomas (2015) and Voloshin et al. (2021) for the
+weighted variants.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import numpy as np
 from scipy import stats
 
 from pulse_lib.errors import SchemaError
-from pulse_lib.validation import check_array, check_probabilities, check_scalar, check_weights
+from pulse_lib.validation import (
+    check_array,
+    check_probabilities,
+    check_scalar,
+    check_weights,
+)
 
 __all__ = [
     "OPEEstimate",
@@ -46,13 +53,12 @@ __all__ = [
 class OPEEstimate:
     """The value of a target policy estimated from logged data.
 
-    Attributes:
-        value: the estimate; always equal to ``terms.mean()``.
-        terms: per-sample contributions (one per decision or per episode) whose mean is
-            ``value``. For the self-normalised estimators (SNIPS, WIS, weighted PDIS) the terms
-            are ``w_i r_i / mean(w)``: their mean is the estimate, and their spread gives an
-            approximate (delta-method-free, slightly optimistic) standard error.
-        name: short name of the estimator (``"IPS"``, ``"SNIPS"``, ...).
+    Attributes: value: the estimate; always equal to ``terms.mean()``. terms: per-sample
+        contributions (one per decision or per episode) whose mean is ``value``. For the
+        self-normalised estimators (SNIPS, WIS, weighted PDIS) the terms are ``w_i r_i /
+        mean(w)``: their mean is the estimate, and their spread gives an approximate
+        (delta-method-free, slightly optimistic) standard error. name: short name of the
+        estimator (``"IPS"``, ``"SNIPS"``, ...).
     """
 
     value: float
@@ -73,8 +79,15 @@ class OPEEstimate:
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Normal-approximation confidence interval ``value ± z * stderr``."""
-        check_scalar("confidence level", level, low=0.0, high=1.0, low_open=True, high_open=True,
-                     error=SchemaError)
+        check_scalar(
+            "confidence level",
+            level,
+            low=0.0,
+            high=1.0,
+            low_open=True,
+            high_open=True,
+            error=SchemaError,
+        )
         z = float(stats.norm.ppf(0.5 + level / 2.0))
         return (self.value - z * self.stderr, self.value + z * self.stderr)
 
@@ -83,21 +96,29 @@ class OPEEstimate:
 
 
 def _as_1d(name: str, values: object, n: int | None = None) -> np.ndarray:
-    """A finite float64 1-D array, or a :class:`SchemaError` naming the argument and row."""
+    """A finite float64 1-D array, or a :class:`SchemaError` naming the argument and
+    row."""
     arr = check_array(name, values, ndim=1)
     if n is not None and arr.shape[0] != n:
-        raise SchemaError(f"{name} has {arr.shape[0]} rows, expected {n} (same as rewards)")
+        raise SchemaError(
+            f"{name} has {arr.shape[0]} rows, expected {n} (same as rewards)"
+        )
     return arr
 
 
-def _probabilities(name: str, values: object, n: int, *, allow_zero: bool) -> np.ndarray:
-    """Probabilities in [0, 1]; with ``allow_zero=False`` at least the smallest normal double,
-    so ``1 / p`` stays finite (zero and denormal propensities are errors, not ``inf``)."""
+def _probabilities(
+    name: str, values: object, n: int, *, allow_zero: bool
+) -> np.ndarray:
+    """Probabilities in [0, 1]; with ``allow_zero=False`` at least the smallest normal
+    double, so ``1 / p`` stays finite (zero and denormal propensities are errors, not
+    ``inf``)."""
     _as_1d(name, values, n)
     return check_probabilities(name, values, strictly_positive=not allow_zero)
 
 
-def _weights(rewards: object, target_prob: object, behaviour_prob: object) -> tuple[np.ndarray, np.ndarray]:
+def _weights(
+    rewards: object, target_prob: object, behaviour_prob: object
+) -> tuple[np.ndarray, np.ndarray]:
     r = _as_1d("rewards", rewards)
     pi = _probabilities("target_prob", target_prob, r.shape[0], allow_zero=True)
     mu = _probabilities("behaviour_prob", behaviour_prob, r.shape[0], allow_zero=False)
@@ -108,17 +129,22 @@ def _estimate(terms: np.ndarray, name: str) -> OPEEstimate:
     terms = np.ascontiguousarray(terms, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(terms))
     if bad.size:  # finite inputs whose product overflows: huge rewards or weights
-        raise SchemaError(f"{name} overflows: term {int(bad[0])} is {terms[bad[0]].item()!r} "
-                          "(rewards or importance weights too large for float64)")
+        raise SchemaError(
+            f"{name} overflows: term {int(bad[0])} is "
+            f"{terms[bad[0]].item()!r} "
+            "(rewards or importance weights too large for float64)"
+        )
     terms.setflags(write=False)  # the dataclass is frozen; keep its array so too
     return OPEEstimate(value=float(terms.mean()), terms=terms, name=name)
 
 
-# --------------------------------------------------------------------------- bandit estimators
+# --------------------------------------------------------------------------- bandit
+# estimators
 
 
 def ips(rewards: object, target_prob: object, behaviour_prob: object) -> OPEEstimate:
-    """Inverse propensity scoring: ``mean(w_i r_i)``, unbiased when ``mu > 0`` wherever ``pi > 0``."""
+    """Inverse propensity scoring: ``mean(w_i r_i)``, unbiased when ``mu > 0``
+    wherever ``pi > 0``."""
     r, w = _weights(rewards, target_prob, behaviour_prob)
     return _estimate(w * r, "IPS")
 
@@ -127,7 +153,8 @@ def snips(rewards: object, target_prob: object, behaviour_prob: object) -> OPEEs
     """Self-normalised IPS: ``sum(w r) / sum(w)``; terms are ``w_i r_i / mean(w)``.
 
     Biased (consistent) but with far less variance than IPS when weights are large.
-    Raises :class:`SchemaError` if every weight is zero (the target never takes a logged action).
+    Raises :class:`SchemaError` if every weight is zero (the target never takes a logged
+    action).
     """
     r, w = _weights(rewards, target_prob, behaviour_prob)
     mean_w = w.mean()
@@ -137,8 +164,9 @@ def snips(rewards: object, target_prob: object, behaviour_prob: object) -> OPEEs
 
 
 def direct_method(predicted_value_under_target: object) -> OPEEstimate:
-    """Direct method: the mean of a model's predicted value of the target policy per context,
-    ``v_hat(x_i) = sum_a pi(a|x_i) q_hat(x_i, a)``. As good as the model, no better."""
+    """Direct method: the mean of a model's predicted value of the target policy per
+    context, ``v_hat(x_i) = sum_a pi(a|x_i) q_hat(x_i, a)``. As good as the model, no
+    better."""
     v = _as_1d("predicted_value_under_target", predicted_value_under_target)
     return _estimate(v, "DM")
 
@@ -160,28 +188,46 @@ def doubly_robust(
     return _estimate(v + w * (r - q), "DR")
 
 
-# --------------------------------------------------------------------------- trajectory estimators
+# --------------------------------------------------------------------------- trajectory
+# estimators
 
 
 def _check_episode_ids(values: object, ids: np.ndarray, n: int) -> None:
-    """Episode ids are all integers or all strings (finite floats pass): no NaN, no bools,
-    no mix that numpy would silently turn into strings (``0`` into ``'0'``)."""
-    if ids.dtype.kind in "US" and not isinstance(values, np.ndarray) and not all(
-            isinstance(i, str) for i in np.asarray(values, dtype=object).ravel()):
-        raise SchemaError("episode_ids mixes strings with numbers; numpy would turn 0 into '0'")
+    """Episode ids are all integers or all strings (finite floats pass): no NaN, no
+    bools, no mix that numpy would silently turn into strings (``0`` into ``'0'``)."""
+    if (
+        ids.dtype.kind in "US"
+        and not isinstance(values, np.ndarray)
+        and not all(
+            isinstance(i, str) for i in np.asarray(values, dtype=object).ravel()
+        )
+    ):
+        raise SchemaError(
+            "episode_ids mixes strings with numbers; numpy would turn 0 into '0'"
+        )
     if ids.dtype.kind == "f":
-        check_array("episode_ids", ids, shape=(n,))  # NaN ids would merge or split episodes
-    elif ids.dtype.kind not in "iuUSO" or (ids.dtype.kind == "O" and not all(
-            isinstance(i, (str, int, np.integer)) and not isinstance(i, bool) for i in ids)):
-        raise SchemaError(f"episode_ids must be integers or strings, got dtype {ids.dtype}")
+        # NaN ids would merge or split episodes
+        check_array("episode_ids", ids, shape=(n,))
+    elif ids.dtype.kind not in "iuUSO" or (
+        ids.dtype.kind == "O"
+        and not all(
+            isinstance(i, (str, int, np.integer)) and not isinstance(i, bool)
+            for i in ids
+        )
+    ):
+        raise SchemaError(
+            f"episode_ids must be integers or strings, got dtype {ids.dtype}"
+        )
 
 
 @dataclass(frozen=True)
 class _Episodes:
-    """Logged episodes as a dense (episodes x horizon) grid, padded after each episode's end."""
+    """Logged episodes as a dense (episodes x horizon) grid, padded after each
+    episode's end."""
 
     rewards: np.ndarray  # (E, H), 0 after the end
-    cum_weights: np.ndarray  # (E, H) cumulative product of w; carried forward after the end
+    # (E, H) cumulative product of w; carried forward after the end
+    cum_weights: np.ndarray
     discounts: np.ndarray  # (H,)
     lengths: np.ndarray  # (E,)
 
@@ -198,18 +244,27 @@ def _episodes(
     n = r.shape[0]
     ids = np.asarray(episode_ids)
     if ids.ndim != 1 or ids.shape[0] != n:
-        raise SchemaError(f"episode_ids must be 1-D with {n} rows, got shape {ids.shape}")
+        raise SchemaError(
+            f"episode_ids must be 1-D with {n} rows, got shape {ids.shape}"
+        )
     st = np.asarray(steps)
     if st.ndim != 1 or st.shape[0] != n:
         raise SchemaError(f"steps must be 1-D with {n} rows, got shape {st.shape}")
     if not np.issubdtype(st.dtype, np.integer):
-        raise SchemaError(f"steps must be integers (0, 1, 2, ... within an episode), got dtype {st.dtype}")
-    gamma = check_scalar("gamma", gamma, low=0.0, high=1.0, low_open=True, error=SchemaError)
+        raise SchemaError(
+            "steps must be integers (0, 1, 2, ... within an episode), "
+            f"got dtype {st.dtype}"
+        )
+    gamma = check_scalar(
+        "gamma", gamma, low=0.0, high=1.0, low_open=True, error=SchemaError
+    )
     _check_episode_ids(episode_ids, ids, n)
     try:
         _, episode_index = np.unique(ids, return_inverse=True)
     except TypeError as exc:  # e.g. strings mixed with integers
-        raise SchemaError(f"episode_ids must be all integers or all strings: {exc}") from exc
+        raise SchemaError(
+            f"episode_ids must be all integers or all strings: {exc}"
+        ) from exc
     order = np.lexsort((st, episode_index))
     e_sorted, s_sorted = episode_index[order], st[order]
     n_episodes = int(episode_index.max()) + 1
@@ -220,12 +275,15 @@ def _episodes(
     if bad.size:
         row = int(order[bad[0]])
         raise SchemaError(
-            f"episode {ids[row].item()!r}: steps must run 0, 1, 2, ... without gaps or repeats; "
-            f"row {row} has step {st[row].item()!r}, expected {int(expected_step[bad[0]])}"
+            f"episode {ids[row].item()!r}: steps must run 0, 1, 2, ... without gaps or "
+            "repeats; "
+            f"row {row} has step {st[row].item()!r}, expected "
+            f"{int(expected_step[bad[0]])}"
         )
     horizon = int(lengths.max())
     grid_r = np.zeros((n_episodes, horizon))
-    grid_w = np.ones((n_episodes, horizon))  # weight 1 after the end: the product carries forward
+    # weight 1 after the end: the product carries forward
+    grid_w = np.ones((n_episodes, horizon))
     grid_r[e_sorted, s_sorted] = r[order]
     grid_w[e_sorted, s_sorted] = w[order]
     discounts = float(gamma) ** np.arange(horizon)
@@ -233,10 +291,15 @@ def _episodes(
 
 
 def trajectory_is(
-    episode_ids: object, steps: object, rewards: object, target_prob: object,
-    behaviour_prob: object, gamma: float = 1.0,
+    episode_ids: object,
+    steps: object,
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    gamma: float = 1.0,
 ) -> OPEEstimate:
-    """Trajectory-wise importance sampling: ``mean_i( prod_t w_it * sum_t gamma^t r_it )``.
+    """Trajectory-wise importance sampling: ``mean_i( prod_t w_it * sum_t gamma^t r_it
+    )``.
 
     One term per episode (in sorted order of ``episode_ids``). Unbiased, high variance.
     """
@@ -246,12 +309,17 @@ def trajectory_is(
 
 
 def trajectory_wis(
-    episode_ids: object, steps: object, rewards: object, target_prob: object,
-    behaviour_prob: object, gamma: float = 1.0,
+    episode_ids: object,
+    steps: object,
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    gamma: float = 1.0,
 ) -> OPEEstimate:
     """Weighted (self-normalised) trajectory IS: ``sum_i rho_i G_i / sum_i rho_i``.
 
-    Terms are ``rho_i G_i / mean(rho)``. Biased, consistent, much lower variance than IS.
+    Terms are ``rho_i G_i / mean(rho)``. Biased, consistent, much lower variance than
+    IS.
     """
     ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
     rho = ep.cum_weights[:, -1]
@@ -261,32 +329,45 @@ def trajectory_wis(
 
 
 def per_decision_is(
-    episode_ids: object, steps: object, rewards: object, target_prob: object,
-    behaviour_prob: object, gamma: float = 1.0,
+    episode_ids: object,
+    steps: object,
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    gamma: float = 1.0,
 ) -> OPEEstimate:
     """Per-decision (step-wise) IS: ``mean_i sum_t gamma^t rho_{i,0:t} r_it``.
 
-    A reward is weighted only by the decisions that preceded it; unbiased, lower variance than IS.
+    A reward is weighted only by the decisions that preceded it; unbiased, lower
+    variance than IS.
     """
     ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
     return _estimate((ep.cum_weights * ep.rewards) @ ep.discounts, "PDIS")
 
 
 def weighted_per_decision_is(
-    episode_ids: object, steps: object, rewards: object, target_prob: object,
-    behaviour_prob: object, gamma: float = 1.0,
+    episode_ids: object,
+    steps: object,
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    gamma: float = 1.0,
 ) -> OPEEstimate:
-    """Weighted per-decision IS: ``sum_t gamma^t sum_i rho_{i,0:t} r_it / sum_i rho_{i,0:t}``.
+    """Weighted per-decision IS: ``sum_t gamma^t sum_i rho_{i,0:t} r_it / sum_i
+    rho_{i,0:t}``.
 
-    Episodes shorter than the longest are treated as absorbing after their end (reward 0,
-    weight carried forward), so every step normalises over all episodes. Terms are
+    Episodes shorter than the longest are treated as absorbing after their end (reward
+    0, weight carried forward), so every step normalises over all episodes. Terms are
     ``sum_t gamma^t rho_it r_it / mean_j(rho_jt)``.
     """
     ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
     mean_w = ep.cum_weights.mean(axis=0)
     zero = np.flatnonzero(mean_w == 0.0)
     if zero.size:
-        raise SchemaError(f"WPDIS undefined: every episode has cumulative weight zero at step {int(zero[0])}")
+        raise SchemaError(
+            "WPDIS undefined: every episode has cumulative weight zero "
+            f"at step {int(zero[0])}"
+        )
     return _estimate((ep.cum_weights * ep.rewards / mean_w) @ ep.discounts, "WPDIS")
 
 
@@ -303,9 +384,9 @@ def effective_sample_size(weights: object) -> float:
     """Kish's effective sample size ``(sum w)^2 / sum w^2`` of importance weights.
 
     ``weights`` must be a non-empty 1-D array of finite, non-negative numbers (NaN or a
-    negative weight is a :class:`SchemaError`, not an ESS of 0). All-zero weights give 0.0:
-    the target policy puts no mass on any logged action. Computed on ``w / max(w)``, so huge
-    weights do not overflow.
+    negative weight is a :class:`SchemaError`, not an ESS of 0). All-zero weights give
+    0.0: the target policy puts no mass on any logged action. Computed on ``w /
+    max(w)``, so huge weights do not overflow.
     """
     w = check_weights("weights", weights)
     top = float(w.max())
@@ -315,11 +396,13 @@ def effective_sample_size(weights: object) -> float:
     return float(scaled.sum() ** 2 / (scaled**2).sum())
 
 
-# --------------------------------------------------------------------------- bootstrap intervals
+# --------------------------------------------------------------------------- bootstrap
+# intervals
 
 
 def percentile_interval(draws: object, level: float = 0.95) -> tuple[float, float]:
-    """The central ``level`` percentile interval of bootstrap draws (NaN draws ignored)."""
+    """The central ``level`` percentile interval of bootstrap draws (NaN draws
+    ignored)."""
     draws = np.asarray(draws, dtype=np.float64)
     if not 0.0 < level < 1.0:
         raise SchemaError(f"confidence level must be in (0, 1), got {level!r}")
@@ -334,9 +417,11 @@ def _bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
 
 
-def bootstrap_mean_interval(terms: object, *, n_boot: int = 1000, level: float = 0.95,
-                            seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mean(terms)`` (one term per episode or per decision).
+def bootstrap_mean_interval(
+    terms: object, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(terms)`` (one term per episode or per
+    decision).
 
     Resamples the terms only: a model that produced them (DM, FQE) is held fixed, so the
     interval ignores the model's own estimation error.
@@ -347,15 +432,22 @@ def bootstrap_mean_interval(terms: object, *, n_boot: int = 1000, level: float =
 
 
 def bootstrap_trajectory_intervals(
-    episode_ids: object, steps: object, rewards: object, target_prob: object,
-    behaviour_prob: object, gamma: float = 1.0, *, n_boot: int = 1000, level: float = 0.95,
+    episode_ids: object,
+    steps: object,
+    rewards: object,
+    target_prob: object,
+    behaviour_prob: object,
+    gamma: float = 1.0,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals over *episodes* for IS, WIS, PDIS and WPDIS.
 
     Each bootstrap draw resamples whole episodes with replacement and recomputes every
-    estimator, self-normalisation included (so WIS and WPDIS intervals carry the variance of
-    their denominators, which the per-term ``OPEEstimate.ci`` omits).
+    estimator, self-normalisation included (so WIS and WPDIS intervals carry the
+    variance of their denominators, which the per-term ``OPEEstimate.ci`` omits).
     """
     ep = _episodes(episode_ids, steps, rewards, target_prob, behaviour_prob, gamma)
     n_episodes = ep.rewards.shape[0]

@@ -1,9 +1,10 @@
-"""The book's repository URL, from one place: ``[tool.pulse-book] repository`` in pyproject.toml.
+"""The book's repository URL, from one place: ``[tool.pulse-book] repository`` in
+pyproject.toml.
 
-Everything else that names the repository derives from it: the Colab badges and Colab setup
-cells of the chapters, ``_config.yml`` (launch and repository buttons), the project URLs in
-``pyproject.toml`` and the examples in the docs. ``check`` lists what disagrees;
-``set URL`` rewrites all of it (for a fork, or when the book moves)::
+Everything else that names the repository derives from it: the Colab badges and Colab
+setup cells of the chapters, ``_config.yml`` (launch and repository buttons), the
+project URLs in ``pyproject.toml`` and the examples in the docs. ``check`` lists what
+disagrees; ``set URL`` rewrites all of it (for a fork, or when the book moves)::
 
     python -m pulse_lib.repository check
     python -m pulse_lib.repository set https://github.com/OWNER/NAME
@@ -35,7 +36,8 @@ _TEXT_FILES = ("README.md", "CONTRIBUTING.md", "_config.yml", "pyproject.toml")
 
 
 def configured(root: Path | None = None) -> str:
-    """The repository URL of ``[tool.pulse-book]`` in pyproject.toml (``https://github.com/O/N``)."""
+    """The repository URL of ``[tool.pulse-book]`` in pyproject.toml
+    (``https://github.com/O/N``)."""
     root = root or repo_root()
     with open(root / "pyproject.toml", "rb") as handle:
         url = (
@@ -43,7 +45,8 @@ def configured(root: Path | None = None) -> str:
         )
     if not url:
         raise ConfigError(
-            'pyproject.toml has no [tool.pulse-book] repository = "https://github.com/..."'
+            "pyproject.toml has no [tool.pulse-book] repository = "
+            '"https://github.com/..."'
         )
     slug(url)
     return str(url)
@@ -75,7 +78,8 @@ def _files(root: Path) -> list[Path]:
 
 
 def mismatches(root: Path | None = None) -> list[str]:
-    """Every place that names another repository than the configured one (empty: all agree)."""
+    """Every place that names another repository than the configured one (empty: all
+    agree)."""
     root = root or repo_root()
     url = configured(root)
     want = slug(url)
@@ -91,7 +95,8 @@ def mismatches(root: Path | None = None) -> list[str]:
     config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
     if config.get("repository", {}).get("url") != url:
         problems.append(
-            f"_config.yml: repository.url is {config.get('repository', {}).get('url')!r}"
+            "_config.yml: repository.url is "
+            f"{config.get('repository', {}).get('url')!r}"
         )
     with open(root / "pyproject.toml", "rb") as handle:
         urls = tomllib.load(handle).get("project", {}).get("urls", {})
@@ -105,7 +110,8 @@ def mismatches(root: Path | None = None) -> list[str]:
 
 
 def rewrite(new_url: str, root: Path | None = None) -> list[Path]:
-    """Point every reference (and ``[tool.pulse-book]``) at ``new_url``; return the files changed."""
+    """Point every reference (and ``[tool.pulse-book]``) at ``new_url``; return the
+    files changed."""
     from pulse_lib.io import atomic_write
 
     root = root or repo_root()

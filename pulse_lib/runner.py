@@ -1,18 +1,22 @@
-"""Execute the book's chapters with papermill and build the HTML book from the executed copies.
+"""Execute the book's chapters with papermill and build the HTML book from the executed
+copies.
 
 ::
 
-    python -m pulse_lib.runner run   [--profile ci|full] [--jobs N] [--force] [CHAPTER ...]
-    python -m pulse_lib.runner build                       # Jupyter Book from _build/executed
+    python -m pulse_lib.runner run   [--profile ci|full] [--jobs N] [--force] [CHAPTER
+    ...]
+    python -m pulse_lib.runner build                       # Jupyter Book from
+    _build/executed
     python -m pulse_lib.runner book  [--profile ci|full]   # run, then build
 
-Chapters are the notebooks under ``chapters/`` listed in ``_toc.yml``; name one by its file stem
-(``01_marketing_funnel``) or its number (``01``). Each chapter runs in its own kernel with
-``profile`` injected after its ``parameters`` cell, one torch/BLAS thread, and ``chapters/`` as
-working directory. Executed notebooks go to ``_build/executed/chapters/`` beside a copy of the
-book's pages and configuration, which is what Jupyter Book renders: no notebook runs twice.
-A chapter whose notebook, profile, library, shipped data, benchmark results and pinned versions
-are unchanged since its last successful run is not executed again (``--force`` overrides).
+Chapters are the notebooks under ``chapters/`` listed in ``_toc.yml``; name one by its
+file stem (``01_marketing_funnel``) or its number (``01``). Each chapter runs in its own
+kernel with ``profile`` injected after its ``parameters`` cell, one torch/BLAS thread,
+and ``chapters/`` as working directory. Executed notebooks go to
+``_build/executed/chapters/`` beside a copy of the book's pages and configuration, which
+is what Jupyter Book renders: no notebook runs twice. A chapter whose notebook, profile,
+library, shipped data, benchmark results and pinned versions are unchanged since its
+last successful run is not executed again (``--force`` overrides).
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ FAILED_DIR = "_build/failed"
 HTML_DIR = "_build/html"
 #: Copied from the repository into the staging folder the book is built from.
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")
-#: Environment of every chapter kernel: one thread each, so chapters can run side by side.
+#: Environment of every chapter kernel: one thread each, so chapters can run side by
+#: side.
 KERNEL_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -53,7 +58,8 @@ KERNEL_ENV = {
     "PYTHONHASHSEED": "0",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "TQDM_MININTERVAL": "5",
-    # Without ipywidgets (CI), tqdm.auto falls back to text bars after warning about it; the
+    # Without ipywidgets (CI), tqdm.auto falls back to text bars after warning about it;
+    # the
     # text bars are what we want in the executed pages, the warning is noise.
     "PYTHONWARNINGS": "ignore:IProgress not found",
 }
@@ -72,30 +78,42 @@ class ChapterResult:
 def _walk_toc(node: object, where: str = "_toc.yml") -> list[str]:
     files: list[str] = []
     if not isinstance(node, dict):
-        raise ConfigError(f"{where}: an entry must be a mapping with 'file', 'parts', 'chapters' or "
-                          f"'sections', got {node!r:.80}")
+        raise ConfigError(
+            f"{where}: an entry must be a mapping with 'file', 'parts', "
+            "'chapters' or "
+            f"'sections', got {node!r:.80}"
+        )
     if "file" in node:
         if not isinstance(node["file"], str) or not node["file"].strip():
-            raise ConfigError(f"{where}: 'file' must be a path like chapters/01_x, got {node['file']!r}")
+            raise ConfigError(
+                f"{where}: 'file' must be a path like chapters/01_x, got "
+                f"{node['file']!r}"
+            )
         files.append(node["file"])
     for key in ("parts", "chapters", "sections"):
         children = node.get(key) or []
         if not isinstance(children, list):
-            raise ConfigError(f"{where}: {key!r} must be a list of entries, got {children!r:.80}")
+            raise ConfigError(
+                f"{where}: {key!r} must be a list of entries, got {children!r:.80}"
+            )
         for i, child in enumerate(children):
             files += _walk_toc(child, f"{where}: {key}[{i}]")
     return files
 
 
 def toc_chapters(root: Path) -> list[str]:
-    """File stems of the notebooks in ``chapters/`` that ``_toc.yml`` lists, in book order.
+    """File stems of the notebooks in ``chapters/`` that ``_toc.yml`` lists, in book
+    order.
 
-    A missing or malformed ``_toc.yml`` (not YAML, not a mapping, an entry of the wrong kind)
-    and a notebook listed twice are :class:`ConfigError` naming the file and the entry.
+    A missing or malformed ``_toc.yml`` (not YAML, not a mapping, an entry of the wrong
+    kind) and a notebook listed twice are :class:`ConfigError` naming the file and the
+    entry.
     """
     toc_path = root / "_toc.yml"
     if not toc_path.is_file():
-        raise ConfigError(f"no table of contents at {toc_path}: is {root} the book's checkout?")
+        raise ConfigError(
+            f"no table of contents at {toc_path}: is {root} the book's checkout?"
+        )
     try:
         toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -106,7 +124,9 @@ def toc_chapters(root: Path) -> list[str]:
         if path.parts[0] == "chapters":
             notebook = root / path.with_suffix(".ipynb")
             if not notebook.is_file():
-                raise ConfigError(f"_toc.yml lists {entry} but {notebook} does not exist")
+                raise ConfigError(
+                    f"_toc.yml lists {entry} but {notebook} does not exist"
+                )
             if path.stem in stems:
                 raise ConfigError(f"_toc.yml lists {entry} twice")
             stems.append(path.stem)
@@ -119,17 +139,26 @@ def resolve_chapters(root: Path, requested: Sequence[str]) -> list[str]:
     if not requested:
         return known
     if isinstance(requested, str):
-        raise ConfigError(f"chapters must be a list of names, got the string {requested!r}")
+        raise ConfigError(
+            f"chapters must be a list of names, got the string {requested!r}"
+        )
     chosen: list[str] = []
     asked: dict[str, str] = {}
     for name in requested:
         name = Path(name).stem
-        matches = [stem for stem in known if stem == name or stem.split("_", 1)[0] == name]
+        matches = [
+            stem for stem in known if stem == name or stem.split("_", 1)[0] == name
+        ]
         if len(matches) != 1:
-            raise ConfigError(f"unknown chapter {name!r}; the book has: {', '.join(known)}")
+            raise ConfigError(
+                f"unknown chapter {name!r}; the book has: {', '.join(known)}"
+            )
         if matches[0] in asked:  # two workers would write the same executed copy
-            raise ConfigError(f"chapter {matches[0]} is requested twice (as {asked[matches[0]]!r} "
-                              f"and {name!r})")
+            raise ConfigError(
+                f"chapter {matches[0]} is requested twice (as "
+                f"{asked[matches[0]]!r} "
+                f"and {name!r})"
+            )
         asked[matches[0]] = name
         chosen.append(matches[0])
     return chosen
@@ -144,11 +173,16 @@ def _hash_files(paths: Sequence[Path]) -> str:
 
 
 def inputs_key(root: Path, chapter: str, profile: str) -> str:
-    """Hash of what a chapter's output depends on: notebook, profile, library, shipped data,
-    the benchmark results chapters display, and the pinned versions."""
-    library = [p for p in (root / "pulse_lib").rglob("*") if p.is_file() and p.suffix in (".py", ".stan")]
+    """Hash of what a chapter's output depends on: notebook, profile, library, shipped
+    data, the benchmark results chapters display, and the pinned versions."""
+    library = [
+        p
+        for p in (root / "pulse_lib").rglob("*")
+        if p.is_file() and p.suffix in (".py", ".stan")
+    ]
     data = [
-        p for p in (root / "datasets").rglob("*")
+        p
+        for p in (root / "datasets").rglob("*")
         if p.is_file() and "generated" not in p.relative_to(root / "datasets").parts
     ]
     data += sorted((root / "benchmarks" / "results").glob("*.json"))
@@ -189,7 +223,8 @@ def _flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def benchmarks_markdown(root: Path) -> str:
-    """One table per file in ``benchmarks/results/``: every measurement as it was recorded."""
+    """One table per file in ``benchmarks/results/``: every measurement as it was
+    recorded."""
     files = sorted((root / "benchmarks" / "results").glob("*.json"))
     if not files:
         return "No benchmark results have been recorded yet.\n"
@@ -198,14 +233,22 @@ def benchmarks_markdown(root: Path) -> str:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"benchmark result {path} is not valid JSON: {exc}") from exc
-        rows = "\n".join(f"| `{key}` | {value.replace('|', '/')} |" for key, value in _flatten(data))
-        parts.append(f"## {path.stem}\n\nFrom `benchmarks/results/{path.name}`.\n\n| measure | value |\n| --- | --- |\n{rows}\n")
+            raise ConfigError(
+                f"benchmark result {path} is not valid JSON: {exc}"
+            ) from exc
+        rows = "\n".join(
+            f"| `{key}` | {value.replace('|', '/')} |" for key, value in _flatten(data)
+        )
+        parts.append(
+            f"## {path.stem}\n\nFrom `benchmarks/results/{path.name}`.\n\n| "
+            f"measure | value |\n| --- | --- |\n{rows}\n"
+        )
     return "\n".join(parts)
 
 
 def chapter_times_markdown(root: Path) -> str:
-    """A table of the executed chapters: profile and seconds of their last run (this build)."""
+    """A table of the executed chapters: profile and seconds of their last run (this
+    build)."""
     import nbformat
 
     rows = []
@@ -218,11 +261,17 @@ def chapter_times_markdown(root: Path) -> str:
         except Exception:
             continue
         if "seconds" in meta:
-            rows.append(f"| {chapter} | {meta.get('profile', '?')} | {float(meta['seconds']):.0f} s |")
+            rows.append(
+                f"| {chapter} | {meta.get('profile', '?')} | "
+                f"{float(meta['seconds']):.0f} s |"
+            )
     if not rows:
         return "No chapter has been executed in this build yet.\n"
-    return ("| chapter | profile | seconds (this build's run) |\n| --- | --- | --- |\n"
-            + "\n".join(rows) + "\n")
+    return (
+        "| chapter | profile | seconds (this build's run) |\n| --- | --- | --- |\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def stage_book(root: Path) -> Path:
@@ -240,21 +289,36 @@ def stage_book(root: Path) -> Path:
     return stage
 
 
-def _describe_failed_cell(executed: Path, cell_index: int, exec_count: int | None) -> str:
-    """Name the failing cell as it is numbered in the source notebook (papermill adds one)."""
+def _describe_failed_cell(
+    executed: Path, cell_index: int, exec_count: int | None
+) -> str:
+    """Name the failing cell as it is numbered in the source notebook (papermill adds
+    one)."""
     import nbformat
 
     try:
         cells = nbformat.read(executed, as_version=4).cells
     except Exception:
         return f"cell {cell_index} of the executed copy (execution count {exec_count})"
-    injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])]
+    injected = [
+        i
+        for i, c in enumerate(cells)
+        if "injected-parameters" in c.metadata.get("tags", [])
+    ]
     source_index = cell_index - sum(1 for i in injected if i < cell_index)
-    first_line = cells[cell_index].source.strip().splitlines()[0] if cells[cell_index].source.strip() else ""
-    return f"cell {source_index} (execution count {exec_count}, starting `{first_line[:60]}`)"
+    first_line = (
+        cells[cell_index].source.strip().splitlines()[0]
+        if cells[cell_index].source.strip()
+        else ""
+    )
+    return (
+        f"cell {source_index} (execution count {exec_count}, starting "
+        f"`{first_line[:60]}`)"
+    )
 
 
-#: Text up to a carriage return that more text on the same line overwrites (a progress bar's
+#: Text up to a carriage return that more text on the same line overwrites (a progress
+#: bar's
 #: earlier states); the same rule as nbconvert's ``CoalesceStreamsPreprocessor``.
 _OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")
 
@@ -262,13 +326,13 @@ _OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")
 def tidy_outputs(notebook: Any) -> Any:
     """Make an executed notebook read like a finished run: what the rendered page shows.
 
-    - Consecutive ``stdout`` (or ``stderr``) chunks of a cell become one block, and a line a
-      progress bar rewrote with ``\\r`` keeps only its final state: a ``tqdm`` bar shows as one
-      line (``100%|...|``) instead of one block per refresh; a bar that erased itself
-      (``leave=False``) leaves nothing. Readers running the notebook still see the live bar:
-      only the executed copy the book renders is tidied.
-    - Papermill's injected-parameters cell gets the ``remove-cell`` tag: the page shows the
-      chapter's own ``parameters`` cell, not the runner's plumbing.
+    - Consecutive ``stdout`` (or ``stderr``) chunks of a cell become one block, and a
+      line a progress bar rewrote with ``\\r`` keeps only its final state: a ``tqdm``
+      bar shows as one line (``100%|...|``) instead of one block per refresh; a bar that
+      erased itself (``leave=False``) leaves nothing. Readers running the notebook still
+      see the live bar: only the executed copy the book renders is tidied.
+    - Papermill's injected-parameters cell gets the ``remove-cell`` tag: the page shows
+      the chapter's own ``parameters`` cell, not the runner's plumbing.
     """
     for cell in notebook.cells:
         if cell.cell_type != "code":
@@ -279,8 +343,12 @@ def tidy_outputs(notebook: Any) -> Any:
         merged: list[Any] = []
         for output in cell.get("outputs", []):
             last = merged[-1] if merged else None
-            if (output.output_type == "stream" and last is not None
-                    and last.output_type == "stream" and last.name == output.name):
+            if (
+                output.output_type == "stream"
+                and last is not None
+                and last.output_type == "stream"
+                and last.name == output.name
+            ):
                 last.text += output.text
             else:
                 merged.append(output)
@@ -297,7 +365,9 @@ def tidy_outputs(notebook: Any) -> Any:
     return notebook
 
 
-def execute_chapter(root: str, chapter: str, profile: str, force: bool = False) -> ChapterResult:
+def execute_chapter(
+    root: str, chapter: str, profile: str, force: bool = False
+) -> ChapterResult:
     """Execute one chapter with papermill (runs in a worker process)."""
     import nbformat
     import papermill
@@ -313,24 +383,43 @@ def execute_chapter(root: str, chapter: str, profile: str, force: bool = False) 
     os.environ.update(KERNEL_ENV)
     os.environ.setdefault("PULSE_BOOK_ROOT", str(root_path))
     failed.parent.mkdir(parents=True, exist_ok=True)
-    output.unlink(missing_ok=True)  # a stale copy must not be rendered if this run fails
+    # a stale copy must not be rendered if this run fails
+    output.unlink(missing_ok=True)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(source), str(failed), parameters={"profile": profile}, cwd=str(source.parent),
-            kernel_name="python3", progress_bar=False, log_output=False, report_mode=False,
+            str(source),
+            str(failed),
+            parameters={"profile": profile},
+            cwd=str(source.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+            report_mode=False,
         )
     except PapermillExecutionError as exc:
         seconds = time.perf_counter() - start
         where = _describe_failed_cell(failed, exc.cell_index, exc.exec_count)
-        return ChapterResult(chapter, "failed", seconds,
-                             f"{where}: {exc.ename}: {exc.evalue}; executed copy in {failed}")
+        return ChapterResult(
+            chapter,
+            "failed",
+            seconds,
+            f"{where}: {exc.ename}: {exc.evalue}; executed copy in {failed}",
+        )
     except Exception as exc:  # kernel died, notebook unreadable, ...
-        return ChapterResult(chapter, "failed", time.perf_counter() - start,
-                             f"{type(exc).__name__}: {exc}; partial copy (if any) in {failed}")
+        return ChapterResult(
+            chapter,
+            "failed",
+            time.perf_counter() - start,
+            f"{type(exc).__name__}: {exc}; partial copy (if any) in {failed}",
+        )
     seconds = time.perf_counter() - start
     notebook = tidy_outputs(nbformat.read(failed, as_version=4))
-    notebook.metadata["pulse_book"] = {"inputs_key": key, "profile": profile, "seconds": round(seconds, 1)}
+    notebook.metadata["pulse_book"] = {
+        "inputs_key": key,
+        "profile": profile,
+        "seconds": round(seconds, 1),
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".ipynb.part")
     nbformat.write(notebook, tmp)
@@ -348,21 +437,33 @@ def run_chapters(
 ) -> list[ChapterResult]:
     """Execute chapters (all of ``_toc.yml`` by default) and print a time table."""
     if profile not in PROFILE_NAMES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {list(PROFILE_NAMES)}")
+        raise ConfigError(
+            f"unknown profile {profile!r}; choose one of {list(PROFILE_NAMES)}"
+        )
     if jobs is not None:
         check_integer("jobs", jobs, low=1)
     root = root or repo_root()
     names = resolve_chapters(root, chapters)
     stage_book(root)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(names)))
-    print(f"executing {len(names)} chapter(s), profile {profile!r}, {jobs} at a time", flush=True)
+    print(
+        f"executing {len(names)} chapter(s), profile {profile!r}, {jobs} at a time",
+        flush=True,
+    )
     results: list[ChapterResult] = []
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(execute_chapter, str(root), name, profile, force): name for name in names}
+        futures = {
+            pool.submit(execute_chapter, str(root), name, profile, force): name
+            for name in names
+        }
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
             results.append(result)
-            print(f"  {result.status:>6}  {result.chapter}  {result.seconds:7.1f} s  {result.detail}", flush=True)
+            print(
+                f"  {result.status:>6}  {result.chapter}  {result.seconds:7.1f} s  "
+                f"{result.detail}",
+                flush=True,
+            )
     results.sort(key=lambda r: names.index(r.chapter))
     print_table(results)
     return results
@@ -380,8 +481,8 @@ def print_table(results: Sequence[ChapterResult]) -> None:
 
 
 def _drop_from_toc(node: Any, missing: set[str]) -> Any:
-    """A copy of a ``_toc.yml`` tree without the entries of ``missing`` chapters (and parts left
-    empty by that)."""
+    """A copy of a ``_toc.yml`` tree without the entries of ``missing`` chapters (and
+    parts left empty by that)."""
     if isinstance(node, list):
         kept = [_drop_from_toc(item, missing) for item in node]
         return [item for item in kept if item is not None]
@@ -401,20 +502,43 @@ def _drop_from_toc(node: Any, missing: set[str]) -> Any:
 def build_html(root: Path | None = None, partial: bool = False) -> Path:
     """Render the staged, executed book with Jupyter Book (Sphinx warnings are errors).
 
-    ``partial=True`` renders only the chapters executed so far (a quick look while writing one
-    chapter); the full book needs every chapter of ``_toc.yml``.
+    ``partial=True`` renders only the chapters executed so far (a quick look while
+    writing one chapter); the full book needs every chapter of ``_toc.yml``.
     """
     root = root or repo_root()
     stage = stage_book(root)
-    missing = [c for c in toc_chapters(root) if not (stage / "chapters" / f"{c}.ipynb").is_file()]
+    missing = [
+        c
+        for c in toc_chapters(root)
+        if not (stage / "chapters" / f"{c}.ipynb").is_file()
+    ]
     if missing and not partial:
-        raise ConfigError(f"chapters not executed yet: {missing}; run `python -m pulse_lib.runner run` first")
+        raise ConfigError(
+            f"chapters not executed yet: {missing}; run `python -m "
+            "pulse_lib.runner run` first"
+        )
     if missing:
-        toc = _drop_from_toc(yaml.safe_load((root / "_toc.yml").read_text()), set(missing))
-        (stage / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
-        print(f"partial book: leaving out {len(missing)} chapter(s) not executed yet", flush=True)
-    cmd = ["jupyter-book", "build", str(stage), "--path-output", str(root),
-           "--warningiserror", "--nitpick", "--keep-going", "--quiet"]
+        toc = _drop_from_toc(
+            yaml.safe_load((root / "_toc.yml").read_text()), set(missing)
+        )
+        (stage / "_toc.yml").write_text(
+            yaml.safe_dump(toc, sort_keys=False, allow_unicode=True)
+        )
+        print(
+            f"partial book: leaving out {len(missing)} chapter(s) not executed yet",
+            flush=True,
+        )
+    cmd = [
+        "jupyter-book",
+        "build",
+        str(stage),
+        "--path-output",
+        str(root),
+        "--warningiserror",
+        "--nitpick",
+        "--keep-going",
+        "--quiet",
+    ]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     html = root / HTML_DIR
@@ -423,30 +547,59 @@ def build_html(root: Path | None = None, partial: bool = False) -> Path:
 
 
 def _positive_int(text: str) -> int:
-    """``--jobs``: a whole number >= 1 (argparse reports the error with the option's name)."""
+    """``--jobs``: a whole number >= 1 (argparse reports the error with the option's
+    name)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number >= 1, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pulse_lib.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pulse_lib.runner",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "book"):
-        cmd = sub.add_parser(name, help="execute chapters" + (" and build the HTML book" if name == "book" else ""))
-        cmd.add_argument("chapters", nargs="*", help="chapter stems or numbers (default: all in _toc.yml)")
-        cmd.add_argument("--profile", default="ci", help="ci (small, CPU minutes) or full (the reproduction, GPU)")
-        cmd.add_argument("--jobs", type=_positive_int, default=None,
-                         help="chapters run at once (default: CPU cores)")
-        cmd.add_argument("--force", action="store_true", help="re-execute even when nothing changed")
-    build = sub.add_parser("build", help="build the HTML book from the executed chapters")
-    build.add_argument("--partial", action="store_true",
-                       help="render only the chapters executed so far (a draft, not the book)")
+        cmd = sub.add_parser(
+            name,
+            help="execute chapters"
+            + (" and build the HTML book" if name == "book" else ""),
+        )
+        cmd.add_argument(
+            "chapters",
+            nargs="*",
+            help="chapter stems or numbers (default: all in _toc.yml)",
+        )
+        cmd.add_argument(
+            "--profile",
+            default="ci",
+            help="ci (small, CPU minutes) or full (the reproduction, GPU)",
+        )
+        cmd.add_argument(
+            "--jobs",
+            type=_positive_int,
+            default=None,
+            help="chapters run at once (default: CPU cores)",
+        )
+        cmd.add_argument(
+            "--force", action="store_true", help="re-execute even when nothing changed"
+        )
+    build = sub.add_parser(
+        "build", help="build the HTML book from the executed chapters"
+    )
+    build.add_argument(
+        "--partial",
+        action="store_true",
+        help="render only the chapters executed so far (a draft, not the book)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command in ("run", "book"):
@@ -459,7 +612,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(f"error: the book build failed ({exc.returncode}); see the Sphinx messages above", file=sys.stderr)
+        print(
+            f"error: the book build failed ({exc.returncode}); see the Sphinx "
+            "messages above",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

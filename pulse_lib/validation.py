@@ -1,7 +1,7 @@
 """Validators every config and entry point of :mod:`pulse_lib` uses on its input.
 
-One small set of checks, so a rule ("a propensity must be strictly positive", "an integer
-parameter is never a float or a bool") is written once and applied everywhere:
+One small set of checks, so a rule ("a propensity must be strictly positive", "an
+integer parameter is never a float or a bool") is written once and applied everywhere:
 
 - scalars: :func:`check_scalar`, :func:`check_positive`, :func:`check_non_negative`,
   :func:`check_probability`, :func:`check_integer`;
@@ -11,12 +11,13 @@ parameter is never a float or a bool") is written once and applied everywhere:
 - dates with an explicit format: :func:`parse_date`, :func:`parse_dates`;
 - dataclass configs: :func:`check_fields`, called from ``__post_init__``.
 
-Every failure raises a :class:`~pulse_lib.errors.PulseError` subclass (the ``error`` argument,
-:class:`~pulse_lib.errors.ConfigError` for parameters and :class:`~pulse_lib.errors.SchemaError`
-for arrays and columns by default) whose message names the parameter or column (``name``), the
-offending value and, for arrays, its row. A missing path raises the standard
-:class:`FileNotFoundError`. Nothing is repaired silently: ``2.5`` is not rounded to an integer,
-NaN is not dropped, a day-first date is not guessed.
+Every failure raises a :class:`~pulse_lib.errors.PulseError` subclass (the ``error``
+argument, :class:`~pulse_lib.errors.ConfigError` for parameters and
+:class:`~pulse_lib.errors.SchemaError` for arrays and columns by default) whose message
+names the parameter or column (``name``), the offending value and, for arrays, its row.
+A missing path raises the standard :class:`FileNotFoundError`. Nothing is repaired
+silently: ``2.5`` is not rounded to an integer, NaN is not dropped, a day-first date is
+not guessed.
 
 >>> check_integer("n_envs", 4, low=1)
 4
@@ -67,7 +68,8 @@ __all__ = [
 
 ErrorType = type[PulseError]
 
-#: Largest value an integer parameter or column may take: beyond it numpy wraps silently.
+#: Largest value an integer parameter or column may take: beyond it numpy wraps
+#: silently.
 INT64_MAX: int = int(np.iinfo(np.int64).max)
 
 #: Smallest propensity accepted where one divides by it: the smallest *normal* double.
@@ -106,10 +108,11 @@ def check_scalar(
     finite: bool = True,
     error: ErrorType = ConfigError,
 ) -> float:
-    """A real number (not a bool, not a string) in ``[low, high]``; returned as ``float``.
+    """A real number (not a bool, not a string) in ``[low, high]``; returned as
+    ``float``.
 
-    ``low_open`` / ``high_open`` exclude the bound. With ``finite=False`` infinities pass
-    (NaN never does).
+    ``low_open`` / ``high_open`` exclude the bound. With ``finite=False`` infinities
+    pass (NaN never does).
     """
     if _is_bool(value) or not isinstance(value, numbers.Real):
         raise error(f"{name} must be a real number, got {_show(value)}")
@@ -124,7 +127,9 @@ def check_scalar(
     if low is not None and (x < low or (low_open and x == low)):
         raise error(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
     if high is not None and (x > high or (high_open and x == high)):
-        raise error(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+        raise error(
+            f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}"
+        )
     return x
 
 
@@ -133,16 +138,24 @@ def check_positive(name: str, value: Any, *, error: ErrorType = ConfigError) -> 
     return check_scalar(name, value, low=0.0, low_open=True, error=error)
 
 
-def check_non_negative(name: str, value: Any, *, error: ErrorType = ConfigError) -> float:
+def check_non_negative(
+    name: str, value: Any, *, error: ErrorType = ConfigError
+) -> float:
     """A finite real number ``>= 0``."""
     return check_scalar(name, value, low=0.0, error=error)
 
 
 def check_probability(
-    name: str, value: Any, *, strictly_positive: bool = False, error: ErrorType = ConfigError
+    name: str,
+    value: Any,
+    *,
+    strictly_positive: bool = False,
+    error: ErrorType = ConfigError,
 ) -> float:
     """A probability in ``[0, 1]`` (``(0, 1]`` with ``strictly_positive``)."""
-    return check_scalar(name, value, low=0.0, high=1.0, low_open=strictly_positive, error=error)
+    return check_scalar(
+        name, value, low=0.0, high=1.0, low_open=strictly_positive, error=error
+    )
 
 
 def check_integer(
@@ -156,8 +169,8 @@ def check_integer(
     """An integer (``int`` or a numpy integer; never a bool, a float or a string) in
     ``[low, high]`` that fits in int64; returned as ``int``.
 
-    ``2.0`` is refused like ``2.5``: a float where an integer is meant is a typo or a unit
-    mistake the caller should see (write ``200_000``, not ``2e5``).
+    ``2.0`` is refused like ``2.5``: a float where an integer is meant is a typo or a
+    unit mistake the caller should see (write ``200_000``, not ``2e5``).
     """
     if _is_bool(value) or isinstance(value, (float, np.floating, str, bytes)):
         raise error(f"{name} must be an integer, got {_show(value)}")
@@ -174,18 +187,33 @@ def check_integer(
     return int(x)
 
 
-def check_layer_widths(name: str, value: Any, *, error: ErrorType = ConfigError) -> tuple[int, ...]:
-    """A non-empty tuple of positive integers (an MLP's hidden widths, ``(256, 256)``)."""
+def check_layer_widths(
+    name: str, value: Any, *, error: ErrorType = ConfigError
+) -> tuple[int, ...]:
+    """A non-empty tuple of positive integers (an MLP's hidden widths, ``(256,
+    256)``)."""
     if not isinstance(value, tuple) or not value:
-        raise error(f"{name} must be a non-empty tuple of layer widths like (64, 64), got {_show(value)}")
-    return tuple(check_integer(f"{name}[{i}]", width, low=1, error=error) for i, width in enumerate(value))
+        raise error(
+            f"{name} must be a non-empty tuple of layer widths like (64, 64), "
+            f"got {_show(value)}"
+        )
+    return tuple(
+        check_integer(f"{name}[{i}]", width, low=1, error=error)
+        for i, width in enumerate(value)
+    )
 
 
 # --------------------------------------------------------------------------- arrays
 
 
-def _check_shape(name: str, arr: np.ndarray, ndim: int | None,
-                 shape: Sequence[int | None] | None, allow_empty: bool, error: ErrorType) -> None:
+def _check_shape(
+    name: str,
+    arr: np.ndarray,
+    ndim: int | None,
+    shape: Sequence[int | None] | None,
+    allow_empty: bool,
+    error: ErrorType,
+) -> None:
     if shape is not None:
         ndim = len(shape)
     if ndim is not None and arr.ndim != ndim:
@@ -197,11 +225,14 @@ def _check_shape(name: str, arr: np.ndarray, ndim: int | None,
             wanted = tuple("any" if s is None else s for s in shape)
             raise error(f"{name} must have shape {wanted}, got {arr.shape}")
     if not allow_empty and arr.size == 0:
-        raise error(f"{name} is empty (shape {arr.shape}): at least one value is needed")
+        raise error(
+            f"{name} is empty (shape {arr.shape}): at least one value is needed"
+        )
 
 
 def _first_bad(arr: np.ndarray, mask: np.ndarray) -> str:
-    """``"row 3"`` (1-D) or ``"index (3, 1)"`` of the first True in ``mask``, and its value."""
+    """``"row 3"`` (1-D) or ``"index (3, 1)"`` of the first True in ``mask``, and its
+    value."""
     idx = tuple(int(i) for i in np.argwhere(mask)[0])
     where = f"row {idx[0]}" if len(idx) == 1 else f"index {idx}"
     count = int(mask.sum())
@@ -210,11 +241,15 @@ def _first_bad(arr: np.ndarray, mask: np.ndarray) -> str:
 
 
 def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
-    """``values`` as an array of bools, integers or floats (strings, dates, complex refused)."""
+    """``values`` as an array of bools, integers or floats (strings, dates, complex
+    refused)."""
     if isinstance(values, (str, bytes)):
-        raise error(f"{name} must be an array of numbers, got the string {values[:40]!r}")
+        raise error(
+            f"{name} must be an array of numbers, got the string {values[:40]!r}"
+        )
     if isinstance(values, Mapping) or (
-        isinstance(values, Iterable) and not hasattr(values, "__len__")
+        isinstance(values, Iterable)
+        and not hasattr(values, "__len__")
         and not isinstance(values, np.ndarray)
     ):
         raise error(f"{name} must be an array of numbers, got {_show(values)}")
@@ -223,11 +258,14 @@ def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
     except (TypeError, ValueError) as exc:  # ragged nested lists
         raise error(f"{name} must be a rectangular array of numbers: {exc}") from exc
     if arr.dtype.kind == "O":
-        text = np.array([isinstance(x, (str, bytes)) for x in arr.ravel()], bool).reshape(arr.shape)
+        text = np.array(
+            [isinstance(x, (str, bytes)) for x in arr.ravel()], bool
+        ).reshape(arr.shape)
         if text.any():  # "1" among numbers is a schema error, not the number 1
             raise error(f"{name} must hold numbers, not text; {_first_bad(arr, text)}")
         missing = [x is None or type(x).__name__ == "NAType" for x in arr.ravel()]
-        if any(missing):  # None and pandas.NA are missing values: report them as NaN rows
+        # None and pandas.NA are missing values: report them as NaN rows
+        if any(missing):
             flat = arr.ravel().copy()
             flat[np.asarray(missing)] = np.nan
             arr = flat.reshape(arr.shape)
@@ -240,9 +278,11 @@ def _numeric(name: str, values: Any, error: ErrorType) -> np.ndarray:
     return arr
 
 
-def _check_range(name: str, out: np.ndarray, low: float | None, high: float | None,
-                 error: ErrorType) -> None:
-    """Every value of ``out`` in ``[low, high]`` (a bound of ``None`` is not checked)."""
+def _check_range(
+    name: str, out: np.ndarray, low: float | None, high: float | None, error: ErrorType
+) -> None:
+    """Every value of ``out`` in ``[low, high]`` (a bound of ``None`` is not
+    checked)."""
     if low is not None and (out < low).any():
         raise error(f"{name} must be >= {low}; {_first_bad(out, out < low)}")
     if high is not None and (out > high).any():
@@ -261,11 +301,12 @@ def check_array(
     high: float | None = None,
     error: ErrorType = SchemaError,
 ) -> np.ndarray:
-    """A float64 array of the given ``ndim`` or ``shape`` (``None`` for any length on an axis),
-    without NaN or inf (unless ``finite=False``), with values in ``[low, high]`` if given.
+    """A float64 array of the given ``ndim`` or ``shape`` (``None`` for any length on an
+    axis), without NaN or inf (unless ``finite=False``), with values in ``[low, high]``
+    if given.
 
-    Bools and integers are converted to float; strings, dates, complex numbers and objects
-    that are not numbers are refused.
+    Bools and integers are converted to float; strings, dates, complex numbers and
+    objects that are not numbers are refused.
     """
     arr = _numeric(name, values, error)
     _check_shape(name, arr, ndim, shape, allow_empty, error)
@@ -292,9 +333,9 @@ def check_integer_array(
     high: int | None = None,
     error: ErrorType = SchemaError,
 ) -> np.ndarray:
-    """An int64 array. Integer dtypes pass; a float array passes only if every value is a
-    whole number that fits in int64 (a CSV column read as float); bools, ``3.9`` and ``1e20``
-    are refused, never truncated or wrapped.
+    """An int64 array. Integer dtypes pass; a float array passes only if every value is
+    a whole number that fits in int64 (a CSV column read as float); bools, ``3.9`` and
+    ``1e20`` are refused, never truncated or wrapped.
     """
     arr = _numeric(name, values, error)
     if arr.dtype.kind == "b":
@@ -311,7 +352,9 @@ def check_integer_array(
         if frac.any():
             raise error(f"{name} must hold whole numbers; {_first_bad(arr, frac)}")
     elif arr.dtype == np.uint64 and arr.size and arr.max() > INT64_MAX:
-        raise error(f"{name} must fit in a 64-bit integer; {_first_bad(arr, arr > INT64_MAX)}")
+        raise error(
+            f"{name} must fit in a 64-bit integer; {_first_bad(arr, arr > INT64_MAX)}"
+        )
     out = arr.astype(np.int64)
     _check_range(name, out, low, high, error)
     return out
@@ -331,19 +374,25 @@ def check_probabilities(
 ) -> np.ndarray:
     """A float64 array of probabilities in ``[0, 1]``.
 
-    ``strictly_positive`` (for propensities one divides by) requires ``p >= MIN_PROPENSITY``:
-    zero and denormal values would make ``1 / p`` infinite. ``rows_sum_to_one`` requires every
-    row (the last axis; the whole vector when 1-D) to sum to 1 within ``atol``.
+    ``strictly_positive`` (for propensities one divides by) requires ``p >=
+    MIN_PROPENSITY``: zero and denormal values would make ``1 / p`` infinite.
+    ``rows_sum_to_one`` requires every row (the last axis; the whole vector when 1-D) to
+    sum to 1 within ``atol``.
     """
-    arr = check_array(name, values, ndim=ndim, shape=shape, allow_empty=allow_empty, error=error)
+    arr = check_array(
+        name, values, ndim=ndim, shape=shape, allow_empty=allow_empty, error=error
+    )
     out_of_range = (arr < 0.0) | (arr > 1.0)
     if out_of_range.any():
-        raise error(f"{name} must be a probability in [0, 1]; {_first_bad(arr, out_of_range)}")
+        raise error(
+            f"{name} must be a probability in [0, 1]; {_first_bad(arr, out_of_range)}"
+        )
     if strictly_positive:
         tiny = arr < MIN_PROPENSITY
         if tiny.any():
             raise error(
-                f"{name} must be in (0, 1] (a zero or denormal propensity makes the importance "
+                f"{name} must be in (0, 1] (a zero or denormal propensity makes the "
+                "importance "
                 f"weight infinite); {_first_bad(arr, tiny)}"
             )
     if rows_sum_to_one and arr.size:
@@ -353,17 +402,22 @@ def check_probabilities(
             i = int(np.flatnonzero(off)[0])
             got = float(np.atleast_1d(sums)[i])
             where = "its values" if arr.ndim == 1 else f"row {i}"
-            raise error(f"{name} must sum to 1 over each row; {where} sum(s) to {got!r}")
+            raise error(
+                f"{name} must sum to 1 over each row; {where} sum(s) to {got!r}"
+            )
     return arr
 
 
-def check_weights(name: str, values: Any, *, allow_empty: bool = False,
-                  error: ErrorType = SchemaError) -> np.ndarray:
+def check_weights(
+    name: str, values: Any, *, allow_empty: bool = False, error: ErrorType = SchemaError
+) -> np.ndarray:
     """Importance weights: a finite, non-negative 1-D float64 array."""
     arr = check_array(name, values, ndim=1, allow_empty=allow_empty, error=error)
     neg = arr < 0.0
     if neg.any():
-        raise error(f"{name} must be non-negative importance weights; {_first_bad(arr, neg)}")
+        raise error(
+            f"{name} must be non-negative importance weights; {_first_bad(arr, neg)}"
+        )
     return arr
 
 
@@ -382,15 +436,18 @@ def _as_path(name: str, path: Any, error: ErrorType) -> Path:
 
 
 def check_file(name: str, path: Any, *, error: ErrorType = ConfigError) -> Path:
-    """An existing regular file. Missing: :class:`FileNotFoundError`; a directory or other
-    non-file: :class:`~pulse_lib.errors.PathError`; not a path at all: ``error``."""
+    """An existing regular file. Missing: :class:`FileNotFoundError`; a directory or
+    other non-file: :class:`~pulse_lib.errors.PathError`; not a path at all:
+    ``error``."""
     p = _as_path(name, path, error)
     if not p.exists():
         raise FileNotFoundError(f"{name}: no such file: {p}")
     if p.is_dir():
         raise PathError(f"{name} must be a file, but {p} is a directory")
     if not p.is_file():
-        raise PathError(f"{name} must be a regular file, but {p} is not (a device or socket?)")
+        raise PathError(
+            f"{name} must be a regular file, but {p} is not (a device or socket?)"
+        )
     return p
 
 
@@ -406,15 +463,18 @@ def check_dir(name: str, path: Any, *, error: ErrorType = ConfigError) -> Path:
 
 
 def check_output_path(name: str, path: Any, *, error: ErrorType = ConfigError) -> Path:
-    """A path a file can be written to: not an existing directory, and no parent of it is an
-    existing file (parents that do not exist yet are fine; the writer creates them)."""
+    """A path a file can be written to: not an existing directory, and no parent of it
+    is an existing file (parents that do not exist yet are fine; the writer creates
+    them)."""
     p = _as_path(name, path, error)
     if p.is_dir():
         raise PathError(f"{name} must name a file, but {p} is a directory")
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise PathError(f"{name}: cannot write {p}: its parent {parent} is a file")
+                raise PathError(
+                    f"{name}: cannot write {p}: its parent {parent} is a file"
+                )
             break
     return p
 
@@ -424,14 +484,20 @@ def check_output_path(name: str, path: Any, *, error: ErrorType = ConfigError) -
 
 def _check_format(name: str, fmt: Any, error: ErrorType) -> str:
     if not isinstance(fmt, str) or "%" not in fmt:
-        raise error(f"{name}: the date format must be a strptime string like '%Y-%m-%d', got {fmt!r}")
+        raise error(
+            f"{name}: the date format must be a strptime string like "
+            f"'%Y-%m-%d', got {fmt!r}"
+        )
     return fmt
 
 
-def parse_date(name: str, value: Any, fmt: str, *, error: ErrorType = ConfigError) -> _dt.date:
+def parse_date(
+    name: str, value: Any, fmt: str, *, error: ErrorType = ConfigError
+) -> _dt.date:
     """A date from a string in the explicit ``fmt`` (``"%Y-%m-%d"``, ``"%d/%m/%Y"``), so
-    ``01/07/2016`` means what the caller says it means. ``datetime.date`` objects pass as they
-    are; numbers are refused (an integer is not a date, whatever epoch it might count from).
+    ``01/07/2016`` means what the caller says it means. ``datetime.date`` objects pass
+    as they are; numbers are refused (an integer is not a date, whatever epoch it might
+    count from).
     """
     _check_format(name, fmt, error)
     if isinstance(value, _dt.datetime):
@@ -439,11 +505,15 @@ def parse_date(name: str, value: Any, fmt: str, *, error: ErrorType = ConfigErro
     if isinstance(value, _dt.date):
         return value
     if not isinstance(value, str):
-        raise error(f"{name} must be a date string in format {fmt!r}, got {_show(value)}")
+        raise error(
+            f"{name} must be a date string in format {fmt!r}, got {_show(value)}"
+        )
     try:
         return _dt.datetime.strptime(value.strip(), fmt).date()
     except ValueError as exc:
-        raise error(f"{name}: {value!r} is not a date in format {fmt!r} ({exc})") from None
+        raise error(
+            f"{name}: {value!r} is not a date in format {fmt!r} ({exc})"
+        ) from None
 
 
 def _missing(item: Any) -> bool:
@@ -456,21 +526,27 @@ def _missing(item: Any) -> bool:
         return False
 
 
-def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaError) -> pd.Series:
+def parse_dates(
+    name: str, values: Any, fmt: str, *, error: ErrorType = SchemaError
+) -> pd.Series:
     """A column of date strings parsed with the explicit ``fmt`` into ``datetime64``.
 
-    Every entry must match ``fmt`` exactly; missing entries, numbers and strings in another
-    format raise ``error`` naming the first bad row. Already-parsed ``datetime64`` columns pass
-    unchanged (a copy), and so do ``datetime.date`` / ``datetime`` objects among the strings (a
-    date object is not ambiguous). Returns a ``pandas.Series`` (keeping the index of a Series
-    input).
+    Every entry must match ``fmt`` exactly; missing entries, numbers and strings in
+    another format raise ``error`` naming the first bad row. Already-parsed
+    ``datetime64`` columns pass unchanged (a copy), and so do ``datetime.date`` /
+    ``datetime`` objects among the strings (a date object is not ambiguous). Returns a
+    ``pandas.Series`` (keeping the index of a Series input).
     """
     import pandas as pd
 
     _check_format(name, fmt, error)
     if isinstance(values, (str, bytes)) or isinstance(values, Mapping):
         raise error(f"{name} must be a column of date strings, got {_show(values)}")
-    series = values.copy() if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    series = (
+        values.copy()
+        if isinstance(values, pd.Series)
+        else pd.Series(list(values), dtype=object)
+    )
     if series.empty:
         return pd.Series(series, dtype="datetime64[ns]")
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -484,24 +560,33 @@ def parse_dates(name: str, values: Any, fmt: str, *, error: ErrorType = SchemaEr
             is_date[i] = True
         elif not isinstance(item, str):
             what = "missing" if _missing(item) else _show(item)
-            raise error(f"{name} must hold date strings in format {fmt!r}; row {_label(row)} is {what}")
+            raise error(
+                f"{name} must hold date strings in format {fmt!r}; row "
+                f"{_label(row)} is {what}"
+            )
     texts = series[~is_date]
     try:
         parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="raise")
     except (ValueError, TypeError):
         parsed = pd.to_datetime(texts, format=fmt, exact=True, errors="coerce")
-    if parsed.isna().any():  # pandas reads "" as a missing date even with errors="raise"
+    # pandas reads "" as a missing date even with errors="raise"
+    if parsed.isna().any():
         row = texts.index[parsed.isna().to_numpy()][0]
-        raise error(f"{name}: row {_label(row)} is {texts[row]!r}, not a date in format {fmt!r}") from None
+        raise error(
+            f"{name}: row {_label(row)} is {texts[row]!r}, not a date in format {fmt!r}"
+        ) from None
     if not is_date.any():
         return parsed
     out = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
     out[~is_date] = parsed.to_numpy()
-    out[is_date] = pd.to_datetime([pd.Timestamp(d).tz_localize(None) for d in series[is_date]]).to_numpy()
+    out[is_date] = pd.to_datetime(
+        [pd.Timestamp(d).tz_localize(None) for d in series[is_date]]
+    ).to_numpy()
     return out
 
 
-# --------------------------------------------------------------------------- dataclass configs
+# --------------------------------------------------------------------------- dataclass
+# configs
 
 
 def check_fields(
@@ -512,7 +597,10 @@ def check_fields(
     finite: Iterable[str] = (),
     probability: Iterable[str] = (),
     integer: Iterable[str] = (),
-    ranges: Mapping[str, tuple[float | None, float | None] | tuple[float | None, float | None, str]] | None = None,
+    ranges: Mapping[
+        str, tuple[float | None, float | None] | tuple[float | None, float | None, str]
+    ]
+    | None = None,
     choices: Mapping[str, Iterable[Any]] | None = None,
     boolean: Iterable[str] = (),
     optional: Iterable[str] = (),
@@ -522,17 +610,18 @@ def check_fields(
 
     Each argument lists field names; a field may appear in several (``integer`` and
     ``positive`` for a count). ``ranges`` maps a field to ``(low, high)`` (closed) or
-    ``(low, high, "(]")`` with the bracket pair saying which ends are open; ``None`` for an
-    unbounded end. ``choices`` maps a field to its allowed values. Errors name the class and
-    field (``PPOConfig.vf_coef``) and the value. ``boolean`` fields must be ``True`` or
-    ``False`` (not ``0``/``1`` or a string); ``optional`` fields may be ``None``, which skips
-    every other check on them.
+    ``(low, high, "(]")`` with the bracket pair saying which ends are open; ``None`` for
+    an unbounded end. ``choices`` maps a field to its allowed values. Errors name the
+    class and field (``PPOConfig.vf_coef``) and the value. ``boolean`` fields must be
+    ``True`` or ``False`` (not ``0``/``1`` or a string); ``optional`` fields may be
+    ``None``, which skips every other check on them.
 
     >>> from dataclasses import dataclass
     >>> @dataclass
     ... class Cfg:
-    ...     lr: float = 1e-3      # learning rate
-    ...     n_envs: int = 4       # parallel environments
+    ...     lr: float = 1e-3  # learning rate
+    ...     n_envs: int = 4  # parallel environments
+    ...
     ...     def __post_init__(self):
     ...         check_fields(self, positive=("lr", "n_envs"), integer=("n_envs",))
     >>> Cfg(n_envs=2.5)
@@ -552,7 +641,9 @@ def check_fields(
         return [f for f in fields if not (f in may_be_none and get(f)[1] is None)]
 
     integer, finite, positive, non_negative, probability, boolean = (
-        given(f) for f in (integer, finite, positive, non_negative, probability, boolean))
+        given(f)
+        for f in (integer, finite, positive, non_negative, probability, boolean)
+    )
     ranges = {f: spec for f, spec in (ranges or {}).items() if f in given([f])}
     for field in boolean:
         label, value = get(field)
@@ -572,8 +663,14 @@ def check_fields(
         brackets = spec[2] if len(spec) == 3 else "[]"
         if brackets not in {"[]", "(]", "[)", "()"}:
             raise ValueError(f"check_fields: bad brackets {brackets!r} for {field!r}")
-        check_scalar(*get(field), low=spec[0], high=spec[1], low_open=brackets[0] == "(",
-                     high_open=brackets[1] == ")", error=error)
+        check_scalar(
+            *get(field),
+            low=spec[0],
+            high=spec[1],
+            low_open=brackets[0] == "(",
+            high_open=brackets[1] == ")",
+            error=error,
+        )
     for field, allowed in (choices or {}).items():
         label, value = get(field)
         allowed = tuple(allowed)

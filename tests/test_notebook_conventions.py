@@ -91,3 +91,17 @@ def test_the_line_check_finds_a_long_line(tmp_path: Path):
     path = tmp_path / "long.ipynb"
     nbformat.write(notebook, path)
     assert [entry.split(" (")[0] for entry in long_code_lines(path)] == ["cell 0 line 2"]
+
+
+LIBRARY = sorted((ROOT / "pulse_lib").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_library_lines_fit_the_page(path: Path):
+    """Readers open the library beside the chapters: the same 88 columns (ruff's limit)."""
+    long = [f"line {number} ({len(line)} chars): {line.strip()[:50]}"
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if len(line) > MAX_LINE]
+    assert not long, (f"{len(long)} line(s) over {MAX_LINE} characters in {path.name} "
+                      f"(try `ruff format {path}`, then wrap strings and comments):\n"
+                      + "\n".join(long[:20]))

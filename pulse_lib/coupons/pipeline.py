@@ -1,14 +1,16 @@
 """The two routes to a budget-satisfying policy, with their compute counted.
 
-* **λ-generalized** (BCORLE(λ)): train one λ-conditioned learner and one REME evaluator on the
-  λ-generalized data, then search λ *continuously* by bisection on REME's cost estimate (a probe is
-  a forward pass, so the tolerance can be tiny) -- no further training.
-* **Per-λ retraining** (what the paper replaces): bisection on λ where every probe trains a new
-  learner at that λ and a new evaluator for it.
+* **λ-generalized** (BCORLE(λ)): train one λ-conditioned learner and one REME evaluator
+  on the λ-generalized data, then search λ *continuously* by bisection on REME's cost
+  estimate (a probe is a forward pass, so the tolerance can be tiny) -- no further
+  training.
+* **Per-λ retraining** (what the paper replaces): bisection on λ where every probe
+  trains a new learner at that λ and a new evaluator for it.
 
-Both finish the same way: the two policies of the final bracket are mixed at random, per user, so
-that the expected estimated spend equals the budget (:func:`~pulse_lib.coupons.budget.randomise`).
-Both report gradient updates, λ probes and seconds, so the chapter and the benchmark compare compute.
+Both finish the same way: the two policies of the final bracket are mixed at random, per
+user, so that the expected estimated spend equals the budget
+(:func:`~pulse_lib.coupons.budget.randomise`). Both report gradient updates, λ probes
+and seconds, so the chapter and the benchmark compare compute.
 """
 
 from __future__ import annotations
@@ -21,20 +23,30 @@ from typing import Any
 import numpy as np
 
 from pulse_lib.coupons import simulator as sim
-from pulse_lib.coupons.budget import LambdaSearch, PolicyMix, randomise, search_bisection
+from pulse_lib.coupons.budget import (
+    LambdaSearch,
+    PolicyMix,
+    randomise,
+    search_bisection,
+)
 from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler
 from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states
 from pulse_lib.coupons.simulator import COUPON_VALUES
 from pulse_lib.errors import SchemaError
 
-#: The least and the most any policy can spend per user-day (cheapest and dearest coupon).
-COST_RANGE: tuple[float, float] = (float(COUPON_VALUES.min()), float(COUPON_VALUES.max()))
+#: The least and the most any policy can spend per user-day (cheapest and dearest
+#: coupon).
+COST_RANGE: tuple[float, float] = (
+    float(COUPON_VALUES.min()),
+    float(COUPON_VALUES.max()),
+)
 
 
 @dataclass
 class BudgetRun:
-    """A learner, its evaluator, the λ chosen for the budget, and the compute it took."""
+    """A learner, its evaluator, the λ chosen for the budget, and the compute it
+    took."""
 
     learner: Any  # the learner of the selected λ (λ-generalized: the only one)
     evaluator: REME  # the evaluator of the selected λ
@@ -43,45 +55,75 @@ class BudgetRun:
     updates: int  # gradient updates, learner and evaluator, every probe included
     seconds: float  # wall time of training and search
     probes: int  # λ values evaluated by the search
-    learners: dict[float, Any] = field(default_factory=dict)  # λ -> learner that acts at that λ
+    # λ -> learner that acts at that λ
+    learners: dict[float, Any] = field(default_factory=dict)
 
     def policy(self, lam: float) -> sim.Policy:
-        """The simulator policy at ``λ`` (a probed λ for retraining; any trained λ when generalized)."""
+        """The simulator policy at ``λ`` (a probed λ for retraining; any trained λ
+        when generalized)."""
         learner = self.learners.get(float(lam), self.learner)
         return learner.policy(float(lam))
 
-    def true_value(self, config: sim.CouponSimConfig, n_users: int, seed: int) -> sim.PolicyValue:
-        """Ground truth of the randomised policy: each user follows one of the two bracket policies.
+    def true_value(
+        self, config: sim.CouponSimConfig, n_users: int, seed: int
+    ) -> sim.PolicyValue:
+        """Ground truth of the randomised policy: each user follows one of the two
+        bracket policies.
 
-        Per-user randomisation makes the mix's expected retention and cost the ``p``-weighted
-        averages of the two policies' values, so each policy is simulated on its own (same seed)
-        and combined; the standard errors combine likewise (independent runs).
+        Per-user randomisation makes the mix's expected retention and cost the
+        ``p``-weighted averages of the two policies' values, so each policy is simulated
+        on its own (same seed) and combined; the standard errors combine likewise
+        (independent runs).
         """
-        high = sim.evaluate_policy(config, self.policy(self.mix.lam_high), n_users=n_users, seed=seed)
+        high = sim.evaluate_policy(
+            config, self.policy(self.mix.lam_high), n_users=n_users, seed=seed
+        )
         if self.mix.p_low == 0.0:
             return high
-        low = sim.evaluate_policy(config, self.policy(self.mix.lam_low), n_users=n_users, seed=seed)
+        low = sim.evaluate_policy(
+            config, self.policy(self.mix.lam_low), n_users=n_users, seed=seed
+        )
         p = self.mix.p_low
         se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))  # noqa: E731
-        return sim.PolicyValue(self.mix.combine(low.retention, high.retention),
-                               self.mix.combine(low.cost, high.cost), se(low.retention_se, high.retention_se),
-                               se(low.cost_se, high.cost_se), n_users)
+        return sim.PolicyValue(
+            self.mix.combine(low.retention, high.retention),
+            self.mix.combine(low.cost, high.cost),
+            se(low.retention_se, high.retention_se),
+            se(low.cost_se, high.cost_se),
+            n_users,
+        )
 
 
 def _check_dataset(dataset: CouponDataset) -> None:
     if not np.any(dataset.observations[:, 0] == 0):
-        raise SchemaError("the dataset has no day-0 states: REME estimates values from where episodes start")
+        raise SchemaError(
+            "the dataset has no day-0 states: REME estimates values from "
+            "where episodes start"
+        )
 
 
-def lambda_generalized(dataset: CouponDataset, grid: np.ndarray, budget: float, *, n_steps: int,
-                       n_eval_steps: int, seed: int, rbcq: RBCQConfig = RBCQConfig(),
-                       reme: REMEConfig = REMEConfig(), device: str = "cpu", progress: bool = False,
-                       learner: Any | None = None, search_tol: float = 1e-3) -> BudgetRun:
-    """Train once over the whole grid, evaluate once, bisect λ on REME's cost estimate, mix the bracket.
+def lambda_generalized(
+    dataset: CouponDataset,
+    grid: np.ndarray,
+    budget: float,
+    *,
+    n_steps: int,
+    n_eval_steps: int,
+    seed: int,
+    rbcq: RBCQConfig = RBCQConfig(),
+    reme: REMEConfig = REMEConfig(),
+    device: str = "cpu",
+    progress: bool = False,
+    learner: Any | None = None,
+    search_tol: float = 1e-3,
+) -> BudgetRun:
+    """Train once over the whole grid, evaluate once, bisect λ on REME's cost estimate,
+    mix the bracket.
 
-    ``learner``: an already trained λ-conditioned learner (anything with ``greedy`` and ``policy``),
-    e.g. CQL; then only REME is trained here and only its updates are counted. The search runs on
-    ``[min(grid), max(grid)]`` to ``search_tol``, between the grid points as well.
+    ``learner``: an already trained λ-conditioned learner (anything with ``greedy`` and
+    ``policy``), e.g. CQL; then only REME is trained here and only its updates are
+    counted. The search runs on ``[min(grid), max(grid)]`` to ``search_tol``, between
+    the grid points as well.
     """
     _check_dataset(dataset)
     rng = np.random.default_rng(seed)
@@ -89,7 +131,9 @@ def lambda_generalized(dataset: CouponDataset, grid: np.ndarray, budget: float, 
     start = time.perf_counter()
     updates = 0
     if learner is None:
-        cfg = replace(rbcq, lambda_low=float(np.min(grid)), lambda_high=float(np.max(grid)))
+        cfg = replace(
+            rbcq, lambda_low=float(np.min(grid)), lambda_high=float(np.max(grid))
+        )
         learner = RBCQ(cfg, device=device, seed=seed)
         learner.fit(sampler, n_steps, rng, progress=progress)
         updates += n_steps
@@ -97,17 +141,42 @@ def lambda_generalized(dataset: CouponDataset, grid: np.ndarray, budget: float, 
     evaluator.fit(sampler, n_eval_steps, rng, progress=progress)
     updates += n_eval_steps
     starts = initial_states(dataset.observations)
-    search = search_bisection(lambda lam: evaluator.estimate(starts, lam).cost, budget,
-                              float(np.min(grid)), float(np.max(grid)), search_tol, *COST_RANGE)
-    return BudgetRun(learner, evaluator, search, randomise(search, budget), updates,
-                     time.perf_counter() - start, len(search.evaluations))
+    search = search_bisection(
+        lambda lam: evaluator.estimate(starts, lam).cost,
+        budget,
+        float(np.min(grid)),
+        float(np.max(grid)),
+        search_tol,
+        *COST_RANGE,
+    )
+    return BudgetRun(
+        learner,
+        evaluator,
+        search,
+        randomise(search, budget),
+        updates,
+        time.perf_counter() - start,
+        len(search.evaluations),
+    )
 
 
-def per_lambda_retraining(dataset: CouponDataset, budget: float, *, n_steps: int, n_eval_steps: int,
-                          seed: int, low: float = 0.0, high: float = 1.0, tol: float = 0.0625,
-                          rbcq: RBCQConfig = RBCQConfig(), reme: REMEConfig = REMEConfig(),
-                          device: str = "cpu", on_probe: Callable[[float], None] | None = None) -> BudgetRun:
-    """Bisection on λ; each probe trains an R-BCQ at that single λ and a REME for it; mix the bracket."""
+def per_lambda_retraining(
+    dataset: CouponDataset,
+    budget: float,
+    *,
+    n_steps: int,
+    n_eval_steps: int,
+    seed: int,
+    low: float = 0.0,
+    high: float = 1.0,
+    tol: float = 0.0625,
+    rbcq: RBCQConfig = RBCQConfig(),
+    reme: REMEConfig = REMEConfig(),
+    device: str = "cpu",
+    on_probe: Callable[[float], None] | None = None,
+) -> BudgetRun:
+    """Bisection on λ; each probe trains an R-BCQ at that single λ and a REME for it;
+    mix the bracket."""
     _check_dataset(dataset)
     starts = initial_states(dataset.observations)
     trained: dict[float, tuple[RBCQ, REME]] = {}
@@ -118,7 +187,9 @@ def per_lambda_retraining(dataset: CouponDataset, budget: float, *, n_steps: int
             on_probe(lam)
         rng = np.random.default_rng(seed)
         sampler = LambdaSampler(dataset, np.array([lam], dtype=np.float32))
-        learner = RBCQ(replace(rbcq, lambda_low=lam, lambda_high=lam), device=device, seed=seed)
+        learner = RBCQ(
+            replace(rbcq, lambda_low=lam, lambda_high=lam), device=device, seed=seed
+        )
         learner.fit(sampler, n_steps, rng)
         evaluator = REME(learner.greedy, reme, device=device, seed=seed)
         evaluator.fit(sampler, n_eval_steps, rng)
@@ -127,6 +198,13 @@ def per_lambda_retraining(dataset: CouponDataset, budget: float, *, n_steps: int
 
     search = search_bisection(cost_of, budget, low, high, tol, *COST_RANGE)
     learner, evaluator = trained[search.lam]
-    return BudgetRun(learner, evaluator, search, randomise(search, budget),
-                     len(trained) * (n_steps + n_eval_steps), time.perf_counter() - start,
-                     len(search.evaluations), {lam: pair[0] for lam, pair in trained.items()})
+    return BudgetRun(
+        learner,
+        evaluator,
+        search,
+        randomise(search, budget),
+        len(trained) * (n_steps + n_eval_steps),
+        time.perf_counter() - start,
+        len(search.evaluations),
+        {lam: pair[0] for lam, pair in trained.items()},
+    )

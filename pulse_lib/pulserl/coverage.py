@@ -39,39 +39,64 @@ class SweepConfig:
     n_steps: int = 4_000  #: gradient steps per learner and seed
     n_checkpoints: int = 4  #: online evaluations along training (the learning curve)
     hidden: tuple[int, ...] = (64, 64)  #: MLP widths, all learners
-    learning_rate: float = 1e-3  #: Adam, all learners (the paper's 5e-5 needs ~100x the steps)
-    target_update_interval: int = 200  #: gradient steps between target copies (paper: 2,000)
+    #: Adam, all learners (the paper's 5e-5 needs ~100x the steps)
+    learning_rate: float = 1e-3
+    #: gradient steps between target copies (paper: 2,000)
+    target_update_interval: int = 200
     batch_size: int = 256  #: the paper's
     alpha: float = 4.0  #: CQL(H) weight, the paper's
     qr_quantiles: int = 32  #: QR-CQL's quantiles (paper: 200, ~20x slower on a CPU)
     gamma: float = 0.99  #: discount of learners and of the truth alike (the paper's)
 
     def __post_init__(self) -> None:
-        counts = ("n_steps", "n_checkpoints", "target_update_interval", "batch_size", "qr_quantiles")
-        check_fields(self, integer=counts, positive=(*counts, "learning_rate"), non_negative=("alpha",),
-                     ranges={"gamma": (0.0, 1.0, "(]")})
+        counts = (
+            "n_steps",
+            "n_checkpoints",
+            "target_update_interval",
+            "batch_size",
+            "qr_quantiles",
+        )
+        check_fields(
+            self,
+            integer=counts,
+            positive=(*counts, "learning_rate"),
+            non_negative=("alpha",),
+            ranges={"gamma": (0.0, 1.0, "(]")},
+        )
         check_layer_widths("SweepConfig.hidden", self.hidden)
         if self.n_steps < 1 or self.n_checkpoints < 1:
             raise ConfigError("n_steps and n_checkpoints must be positive")
 
     def cql_config(self, learner: str) -> A.CQLConfig:
         """The :class:`~pulse_lib.pulserl.agents.CQLConfig` of a value-based learner."""
-        base = A.CQLConfig(gamma=self.gamma, learning_rate=self.learning_rate, batch_size=self.batch_size,
-                           hidden=self.hidden, target_update_interval=self.target_update_interval)
+        base = A.CQLConfig(
+            gamma=self.gamma,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            hidden=self.hidden,
+            target_update_interval=self.target_update_interval,
+        )
         if learner == "DQN":
             return replace(base, alpha=0.0)
         if learner == "CQL":
             return replace(base, alpha=self.alpha)
         if learner == "QR-CQL":
             return replace(base, alpha=self.alpha, n_quantiles=self.qr_quantiles)
-        raise ConfigError(f"{learner!r} is not a value-based learner; choose DQN, CQL or QR-CQL")
+        raise ConfigError(
+            f"{learner!r} is not a value-based learner; choose DQN, CQL or QR-CQL"
+        )
 
 
 class TorchBC:
     """Behaviour cloning: an MLP classifier of the logged action, acting greedily."""
 
-    def __init__(self, hidden: Sequence[int] = (64, 64), learning_rate: float = 1e-3, batch_size: int = 256,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        hidden: Sequence[int] = (64, 64),
+        learning_rate: float = 1e-3,
+        batch_size: int = 256,
+        seed: int = 0,
+    ) -> None:
         torch.manual_seed(seed)
         layers: list[nn.Module] = []
         width = N_FEATURES
@@ -79,7 +104,9 @@ class TorchBC:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
         self.net = nn.Sequential(*layers, nn.Linear(width, 2))
-        self.optim = torch.optim.Adam(self.net.parameters(), lr=learning_rate, eps=A.CQLConfig().adam_epsilon)
+        self.optim = torch.optim.Adam(
+            self.net.parameters(), lr=learning_rate, eps=A.CQLConfig().adam_epsilon
+        )
         self.batch_size = batch_size
         self._rng = np.random.default_rng(seed)
 
@@ -110,7 +137,8 @@ class TrainedLearner:
 
     name: str
     agent: A.TorchCQL | TorchBC
-    curve: list[tuple[int, float]] = field(default_factory=list)  #: (gradient step, online value)
+    #: (gradient step, online value)
+    curve: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def policy(self) -> Policy:
@@ -124,19 +152,35 @@ class TrainedLearner:
 
 
 def transition_arrays(table: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """``(obs, action, reward, next_obs, done)`` arrays of a transition table (rewards float64 -> float32 in torch)."""
-    return (D.observations(table), table["action"].to_numpy(np.int64), table["reward"].to_numpy(np.float64),
-            D.observations(table, next_=True), table["done"].to_numpy(np.float64))
+    """``(obs, action, reward, next_obs, done)`` arrays of a transition table
+    (rewards float64 -> float32 in torch)."""
+    return (
+        D.observations(table),
+        table["action"].to_numpy(np.int64),
+        table["reward"].to_numpy(np.float64),
+        D.observations(table, next_=True),
+        table["done"].to_numpy(np.float64),
+    )
 
 
-def train_learner(name: str, table: pd.DataFrame, config: SweepConfig, seed: int,
-                  evaluate: Callable[[Policy], float] | None = None) -> TrainedLearner:
-    """Train one learner on ``table``; with ``evaluate`` record its online value at checkpoints."""
+def train_learner(
+    name: str,
+    table: pd.DataFrame,
+    config: SweepConfig,
+    seed: int,
+    evaluate: Callable[[Policy], float] | None = None,
+) -> TrainedLearner:
+    """Train one learner on ``table``; with ``evaluate`` record its online value at
+    checkpoints."""
     if name not in LEARNER_NAMES:
-        raise ConfigError(f"unknown learner {name!r}; choose one of {list(LEARNER_NAMES)}")
+        raise ConfigError(
+            f"unknown learner {name!r}; choose one of {list(LEARNER_NAMES)}"
+        )
     arrays = transition_arrays(table)
     if name == "BC":
-        agent: A.TorchCQL | TorchBC = TorchBC(config.hidden, config.learning_rate, config.batch_size, seed)
+        agent: A.TorchCQL | TorchBC = TorchBC(
+            config.hidden, config.learning_rate, config.batch_size, seed
+        )
     else:
         agent = A.TorchCQL(config.cql_config(name), seed=seed)
     trained = TrainedLearner(name, agent)
@@ -151,16 +195,31 @@ def train_learner(name: str, table: pd.DataFrame, config: SweepConfig, seed: int
     return trained
 
 
-def rare_action_gap(learner: TrainedLearner, simulator: S.PulseSimulator, logging: Policy, n_users: int,
-                    seed: int, rare_below: float = 0.1) -> pd.DataFrame:
-    """``Q̂(s_0, a)`` against the Monte-Carlo return of ``a`` then the learner's policy, at day 0.
+def rare_action_gap(
+    learner: TrainedLearner,
+    simulator: S.PulseSimulator,
+    logging: Policy,
+    n_users: int,
+    seed: int,
+    rare_below: float = 0.1,
+) -> pd.DataFrame:
+    """``Q̂(s_0, a)`` against the Monte-Carlo return of ``a`` then the learner's policy,
+    at day 0.
 
-    Rows: action (send / no send) x support (``rare`` when the logger's probability of that
-    action in that state is below ``rare_below``). A positive ``gap`` is overestimation.
+    Rows: action (send / no send) x support (``rare`` when the logger's probability of
+    that action in that state is below ``rare_below``). A positive ``gap`` is
+    overestimation.
     """
     policy = learner.policy
-    mc = np.stack([simulator.rollout(policy, n_users, seed, first_action=a).returns for a in (0, 1)], axis=1)
-    s0 = simulator.rollout(S.never_send, n_users, seed).first_observations  # the same users (same seed)
+    mc = np.stack(
+        [
+            simulator.rollout(policy, n_users, seed, first_action=a).returns
+            for a in (0, 1)
+        ],
+        axis=1,
+    )
+    # the same users (same seed)
+    s0 = simulator.rollout(S.never_send, n_users, seed).first_observations
     q_hat = learner.q_values(s0)
     p_send = np.asarray(logging(s0), dtype=float)
     propensity = np.stack([1 - p_send, p_send], axis=1)
@@ -170,9 +229,18 @@ def rare_action_gap(learner: TrainedLearner, simulator: S.PulseSimulator, loggin
             mask = (propensity[:, a] < rare_below) == rare
             if mask.sum() < 2:
                 continue
-            rows.append(dict(action="send" if a else "no send", support="rare" if rare else "common",
-                             n=int(mask.sum()), q_hat=float(q_hat[mask, a].mean()), mc=float(mc[mask, a].mean()),
-                             mc_half_width=float(1.96 * mc[mask, a].std(ddof=1) / np.sqrt(mask.sum()))))
+            rows.append(
+                dict(
+                    action="send" if a else "no send",
+                    support="rare" if rare else "common",
+                    n=int(mask.sum()),
+                    q_hat=float(q_hat[mask, a].mean()),
+                    mc=float(mc[mask, a].mean()),
+                    mc_half_width=float(
+                        1.96 * mc[mask, a].std(ddof=1) / np.sqrt(mask.sum())
+                    ),
+                )
+            )
     out = pd.DataFrame(rows)
     out["gap"] = out["q_hat"] - out["mc"]
     return out

@@ -1,6 +1,8 @@
-"""Download the released PulseRL logs: resumable, verified, renamed into place atomically.
+"""Download the released PulseRL logs: resumable, verified, renamed into place
+atomically.
 
-Never called in CI (nothing is downloaded there); the chapters use it only when a reader asks.
+Never called in CI (nothing is downloaded there); the chapters use it only when a reader
+asks.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from typing import Any
 
 from pulse_lib.errors import DataFormatError
 
-#: The dataset link on the authors' project page (a short link to a file host). Change it if
-#: the authors move the file. Its size and checksum are not published, so they are optional.
+#: The dataset link on the authors' project page (a short link to a file host). Change
+#: it if
+#: the authors move the file. Its size and checksum are not published, so they are
+#: optional.
 DATASET_URL = "https://bit.ly/ac-dataset"
 
 Opener = Callable[[urllib.request.Request], Any]
 
 
 def _default_opener(request: urllib.request.Request) -> Any:
-    return urllib.request.urlopen(request, timeout=60)  # noqa: S310 (the URL is a constant the reader sets)
+    # the URL is a constant the reader sets (S310 warns of file:// and custom schemes)
+    return urllib.request.urlopen(request, timeout=60)  # noqa: S310
 
 
 def archive_opens(path: str | os.PathLike[str]) -> bool:
@@ -66,26 +71,33 @@ def download(
     opener: Opener | None = None,
     chunk_size: int = 1 << 20,
 ) -> Path:
-    """Fetch ``url`` into ``dest``; resume a partial ``dest.part`` with an HTTP Range request.
+    """Fetch ``url`` into ``dest``; resume a partial ``dest.part`` with an HTTP Range
+    request.
 
-    After the transfer the file is checked (size and sha256 when given, and that it opens as an
-    archive) and only then renamed to ``dest``, so ``dest`` is complete or absent. A failed check
-    removes the ``.part`` file and raises :class:`DataFormatError`. An existing ``dest`` is
-    checked the same way (against ``sha256``/``expected_size`` when given) before it is
-    returned; a mismatch is an error, never trusted. An HTTP error status is an error naming
-    the status; 416 (range not satisfiable) on a ``.part`` means it is already complete, and
-    it goes on to the checks. Without a network the error says so in one line.
+    After the transfer the file is checked (size and sha256 when given, and that it
+    opens as an archive) and only then renamed to ``dest``, so ``dest`` is complete or
+    absent. A failed check removes the ``.part`` file and raises
+    :class:`DataFormatError`. An existing ``dest`` is checked the same way (against
+    ``sha256``/``expected_size`` when given) before it is returned; a mismatch is an
+    error, never trusted. An HTTP error status is an error naming the status; 416 (range
+    not satisfiable) on a ``.part`` means it is already complete, and it goes on to the
+    checks. Without a network the error says so in one line.
     """
     dest = Path(dest)
     if dest.exists():
         problem = _problem(dest, sha256, expected_size)
         if problem:
-            raise DataFormatError(f"{dest} exists but {problem}; delete it (or fix the checksum) to download again")
+            raise DataFormatError(
+                f"{dest} exists but {problem}; delete it (or fix the "
+                "checksum) to download again"
+            )
         return dest
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    request = urllib.request.Request(
+        url, headers={"Range": f"bytes={have}-"} if have else {}
+    )
     complete = False
     try:
         response = (opener or _default_opener)(request)
@@ -93,10 +105,15 @@ def download(
         if exc.code == 416 and have:
             complete, response = True, None
         else:
-            raise DataFormatError(f"download of {url}: HTTP {exc.code} {exc.reason}") from exc
+            raise DataFormatError(
+                f"download of {url}: HTTP {exc.code} {exc.reason}"
+            ) from exc
     except urllib.error.URLError as exc:
-        raise DataFormatError(f"cannot reach {url} (offline?): {exc.reason}. Fetch the file on a machine with "
-                              f"a network and place it at {dest}") from exc
+        raise DataFormatError(
+            f"cannot reach {url} (offline?): {exc.reason}. Fetch the "
+            "file on a machine with "
+            f"a network and place it at {dest}"
+        ) from exc
     if response is not None:
         status = _http_status(response)
         if status == 416 and have:
@@ -105,7 +122,8 @@ def download(
             raise DataFormatError(f"download of {url}: HTTP {status}")
     try:
         if not complete:
-            if have and _http_status(response) != 206:  # the server ignored the range: start over
+            # the server ignored the range: start over
+            if have and _http_status(response) != 206:
                 have = 0
             with open(part, "ab" if have else "wb") as handle:
                 for block in iter(lambda: response.read(chunk_size), b""):
@@ -119,7 +137,9 @@ def download(
     problem = _problem(part, sha256, expected_size)
     if problem:
         part.unlink()
-        raise DataFormatError(f"download of {url} into {dest}: {problem}; the partial file was removed")
+        raise DataFormatError(
+            f"download of {url} into {dest}: {problem}; the partial file was removed"
+        )
     os.replace(part, dest)
     return dest
 
@@ -135,16 +155,20 @@ def _problem(path: Path, sha256: str | None, expected_size: int | None) -> str |
     return None
 
 
-#: The released datasets' folder names, as the loader expects them under ``datasets/pulserl/raw``.
+#: The released datasets' folder names, as the loader expects them under
+#: ``datasets/pulserl/raw``.
 RELEASE_FOLDERS: tuple[str, ...] = ("500k_dataset", "10k_uniform_dataset_users")
 
 
-def extract_release(archive: str | os.PathLike[str], raw_dir: str | os.PathLike[str]) -> list[Path]:
+def extract_release(
+    archive: str | os.PathLike[str], raw_dir: str | os.PathLike[str]
+) -> list[Path]:
     """Extract a downloaded archive so that ``raw_dir/<name>/<day>/*.json`` exists.
 
-    Finds the folders named like the released datasets (:data:`RELEASE_FOLDERS`) wherever they
-    sit inside the archive and moves each to ``raw_dir/<name>``. Members that would land
-    outside the extraction folder (absolute paths, ``..``) are refused. Returns the folders.
+    Finds the folders named like the released datasets (:data:`RELEASE_FOLDERS`)
+    wherever they sit inside the archive and moves each to ``raw_dir/<name>``. Members
+    that would land outside the extraction folder (absolute paths, ``..``) are refused.
+    Returns the folders.
     """
     import shutil
     import tempfile
@@ -164,22 +188,30 @@ def extract_release(archive: str | os.PathLike[str], raw_dir: str | os.PathLike[
                     members = handle.getmembers()
                     _refuse_escapes([m.name for m in members], root, archive)
                     if any(m.issym() or m.islnk() for m in members):
-                        raise DataFormatError(f"{archive}: holds links; refusing to extract")
+                        raise DataFormatError(
+                            f"{archive}: holds links; refusing to extract"
+                        )
                     handle.extractall(root)
             except tarfile.TarError as exc:
-                raise DataFormatError(f"{archive}: not a readable zip or tar archive ({exc})") from exc
+                raise DataFormatError(
+                    f"{archive}: not a readable zip or tar archive ({exc})"
+                ) from exc
         found = {}
         for name in RELEASE_FOLDERS:
             hits = sorted(p for p in root.rglob(name) if p.is_dir())
             if hits:
                 found[name] = hits[0]
         if not found:
-            raise DataFormatError(f"{archive}: no folder named {' or '.join(RELEASE_FOLDERS)} inside")
+            raise DataFormatError(
+                f"{archive}: no folder named {' or '.join(RELEASE_FOLDERS)} inside"
+            )
         out = []
         for name, folder in found.items():
             target = raw_dir / name
             if target.exists():
-                raise DataFormatError(f"{target} already exists; move it away to extract again")
+                raise DataFormatError(
+                    f"{target} already exists; move it away to extract again"
+                )
             shutil.move(str(folder), str(target))
             out.append(target)
     return out
@@ -189,4 +221,7 @@ def _refuse_escapes(names: list[str], root: Path, archive: Path) -> None:
     for name in names:
         target = (root / name).resolve()
         if root != target and root not in target.parents:
-            raise DataFormatError(f"{archive}: member {name!r} would be written outside the extraction folder")
+            raise DataFormatError(
+                f"{archive}: member {name!r} would be written "
+                "outside the extraction folder"
+            )

@@ -1,14 +1,47 @@
-"""The 63 observation features of PulseRL, in the order of the authors' released code."""
+"""The 63 observation features of PulseRL, in the order of the authors' released
+code."""
 
 from __future__ import annotations
 
-#: Brazilian address states (plus the codes the release uses for unknown/other), in order.
+#: Brazilian address states (plus the codes the release uses for unknown/other), in
+#: order.
 ADDRESS_STATES: tuple[str, ...] = (
-    "RO", "TO", "RR", "AC", "AP", "AL", "AM", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT",
-    "PA", "PB", "PE", "PI", "PR", "RJ", "RN", "RS", "SC", "SE", "SP", "NC", "MI", "ZZ", "BN", "NF",
+    "RO",
+    "TO",
+    "RR",
+    "AC",
+    "AP",
+    "AL",
+    "AM",
+    "BA",
+    "CE",
+    "DF",
+    "ES",
+    "GO",
+    "MA",
+    "MG",
+    "MS",
+    "MT",
+    "PA",
+    "PB",
+    "PE",
+    "PI",
+    "PR",
+    "RJ",
+    "RN",
+    "RS",
+    "SC",
+    "SE",
+    "SP",
+    "NC",
+    "MI",
+    "ZZ",
+    "BN",
+    "NF",
 )
 GENDERS: tuple[str, ...] = ("FEMALE", "MALE", "OTHER")
-#: Funnel events whose recency is tracked (days since, and within a week / month / year).
+#: Funnel events whose recency is tracked (days since, and within a week / month /
+#: year).
 RECENCY_EVENTS: tuple[str, ...] = ("activation", "location", "visualization", "deal")
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -26,8 +59,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(
         name
         for event in RECENCY_EVENTS
-        for name in (f"obs_last_{event}", f"obs_last_{event}_week", f"obs_last_{event}_month",
-                     f"obs_last_{event}_year")
+        for name in (
+            f"obs_last_{event}",
+            f"obs_last_{event}_week",
+            f"obs_last_{event}_month",
+            f"obs_last_{event}_year",
+        )
     ),
     "obs_total_original_value",
     "obs_total_current_value",

