@@ -122,25 +122,11 @@ class BudgetEnvConfig:
         for i, bound in enumerate(self.budget_range):
             check_positive(f"BudgetEnvConfig.budget_range[{i}]", bound)
         parse_date("BudgetEnvConfig.calendar_start", self.calendar_start, "%Y-%m-%d")
-        if self.horizon_days < 1:
-            raise ConfigError(f"horizon_days must be >= 1, got {self.horizon_days}")
         low, high = self.budget_range
         if not (0 < low <= high) or not np.isfinite(high):
             raise ConfigError(
                 "budget_range must satisfy 0 < low <= high < inf, got "
                 f"{self.budget_range}"
-            )
-        for name in ("cost_weight", "value_per_click"):
-            value = getattr(self, name)
-            if value < 0 or not np.isfinite(value):
-                raise ConfigError(f"{name} must be finite and >= 0, got {value}")
-        if (
-            self.holidays_ahead_days < 1
-            or self.calendar_days < 1
-            or self.clicks_scale <= 0
-        ):
-            raise ConfigError(
-                "holidays_ahead_days, calendar_days and clicks_scale must be positive"
             )
         if self.logged_spend is not None:
             if self.channels is None or len(self.channels) != len(self.logged_spend):

@@ -91,24 +91,6 @@ class PPOConfig:
                 "PPOConfig.device must be a torch device name like "
                 f"'cpu', got {self.device!r}"
             )
-        if (
-            self.total_steps < 1
-            or self.n_envs < 1
-            or self.update_epochs < 1
-            or self.n_minibatches < 1
-        ):
-            raise ConfigError(
-                "total_steps, n_envs, update_epochs and n_minibatches must be >= 1"
-            )
-        if not 0 < self.clip_coef < 1:
-            raise ConfigError(f"clip_coef must lie in (0, 1), got {self.clip_coef}")
-        if not 0 <= self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
-            raise ConfigError(
-                "gamma and gae_lambda must lie in [0, 1]; got "
-                f"{self.gamma}, {self.gae_lambda}"
-            )
-        if self.learning_rate <= 0 or self.reward_scale <= 0:
-            raise ConfigError("learning_rate and reward_scale must be > 0")
 
 
 def _layer(n_in: int, n_out: int, gain: float = float(np.sqrt(2))) -> nn.Linear:

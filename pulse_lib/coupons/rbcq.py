@@ -70,23 +70,6 @@ class RBCQConfig:
             non_negative=("lambda_low",),
             finite=("lambda_high",),
         )
-        if (
-            self.n_heads < 1
-            or self.hidden < 1
-            or self.batch_size < 1
-            or self.target_update_every < 1
-        ):
-            raise ConfigError(
-                f"n_heads, hidden, batch_size, target_update_every must be >= 1: {self}"
-            )
-        if not 0 <= self.bcq_threshold <= 1:
-            raise ConfigError(
-                f"bcq_threshold must lie in [0, 1], got {self.bcq_threshold}"
-            )
-        if self.horizon is not None and self.horizon < 1:
-            raise ConfigError(
-                f"horizon must be >= 1 (or None: from the data), got {self.horizon}"
-            )
         if self.lambda_low > self.lambda_high:
             raise ConfigError(
                 f"lambda_low={self.lambda_low} > lambda_high={self.lambda_high}"

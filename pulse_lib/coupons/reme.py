@@ -60,12 +60,6 @@ class REMEConfig:
             positive=(*counts, "lr", "huber_delta"),
             optional=("horizon",),
         )
-        if self.n_heads < 1 or self.hidden < 1 or self.batch_size < 1:
-            raise ConfigError(f"n_heads, hidden, batch_size must be >= 1: {self}")
-        if self.horizon is not None and self.horizon < 1:
-            raise ConfigError(
-                f"horizon must be >= 1 (or None: from the data), got {self.horizon}"
-            )
 
 
 @dataclass(frozen=True)

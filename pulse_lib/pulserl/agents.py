@@ -122,10 +122,6 @@ class CQLConfig:
             ranges={"gamma": (0.0, 1.0, "(]")},
         )
         check_layer_widths("CQLConfig.hidden", self.hidden)
-        if self.n_quantiles < 1:
-            raise ConfigError(f"n_quantiles must be >= 1, got {self.n_quantiles}")
-        if self.alpha < 0:
-            raise ConfigError(f"alpha must be >= 0, got {self.alpha}")
 
 
 class QuantileQNetwork(nn.Module):

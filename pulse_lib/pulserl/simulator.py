@@ -129,14 +129,6 @@ class SimulatorConfig:
             probability=("fatigue_decay", "prone_share_old", "prone_share_other"),
         )
         parse_date("SimulatorConfig.start_date", self.start_date, "%Y-%m-%d")
-        if self.horizon < 1:
-            raise ConfigError(f"horizon must be at least 1 day, got {self.horizon}")
-        if not 0.0 < self.gamma <= 1.0:
-            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
-        for name in ("prone_share_old", "prone_share_other"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {value}")
 
 
 @dataclass
