@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from pulse_lib.coupons.dataset import STATE_SCALE, Batch, LambdaSampler, data_horizon
 from pulse_lib.coupons.rbcq import MultiHeadQ, random_convex_weights, to_tensors
-from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM
+from pulse_lib.coupons.simulator import N_ACTIONS, STATE_DIM, check_initial_states
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.validation import check_fields
 
@@ -199,15 +199,7 @@ class REME:
     def estimate(self, initial_states: np.ndarray, lam: float) -> ValueEstimate:
         """Retention and cost per user-day of the policy at ``λ``, averaged over
         ``initial_states``."""
-        if (
-            initial_states.ndim != 2
-            or initial_states.shape[1] != STATE_DIM
-            or len(initial_states) == 0
-        ):
-            raise SchemaError(
-                f"initial_states must have shape (n>0, {STATE_DIM}), got "
-                f"{initial_states.shape}"
-            )
+        check_initial_states(initial_states)
         obs = torch.as_tensor(initial_states * STATE_SCALE, device=self.device)
         lam_t = torch.full((obs.shape[0],), float(lam), device=self.device)
         action = self.policy(obs, lam_t).long()

@@ -29,7 +29,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from pulse_lib.coupons.dataset import STATE_SCALE, CouponDataset, data_horizon
-from pulse_lib.coupons.simulator import COUPON_VALUES, N_ACTIONS, STATE_DIM, Policy
+from pulse_lib.coupons.simulator import (
+    COUPON_VALUES,
+    N_ACTIONS,
+    STATE_DIM,
+    Policy,
+    check_initial_states,
+)
 from pulse_lib.errors import ConfigError, SchemaError
 
 #: Number of summary features the classifier sees (see :func:`features`).
@@ -174,15 +180,7 @@ class ResponseModel:
         cost curve to bisect).
         """
         horizon = self._require_fit()
-        if (
-            initial_states.ndim != 2
-            or initial_states.shape[1] != STATE_DIM
-            or len(initial_states) == 0
-        ):
-            raise SchemaError(
-                f"initial_states must have shape (n>0, {STATE_DIM}), got "
-                f"{initial_states.shape}"
-            )
+        check_initial_states(initial_states)
         if np.any(initial_states[:, 0] != 0):
             raise SchemaError(
                 "initial_states must all be day-0 states (the rollout "

@@ -38,6 +38,19 @@ STATE_DIM: int = 2 + 2 * N_ACTIONS
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
+def check_initial_states(initial_states: np.ndarray) -> None:
+    """Start states: a non-empty ``(n, STATE_DIM)`` array, else a ``SchemaError``."""
+    if (
+        initial_states.ndim != 2
+        or initial_states.shape[1] != STATE_DIM
+        or len(initial_states) == 0
+    ):
+        raise SchemaError(
+            f"initial_states must have shape (n>0, {STATE_DIM}), got "
+            f"{initial_states.shape}"
+        )
+
+
 @dataclass(frozen=True)
 class CouponSimConfig:
     """Every setting of the simulator (defaults: the published size and our response
