@@ -25,14 +25,13 @@ simulates days from it, vectorized over the S posterior draws.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +46,7 @@ from pulse_lib.funnel import (
     expected_impressions,
     validate_funnel,
 )
+from pulse_lib.io import file_lock
 
 Backend = Literal["cmdstan", "pymc", "nutpie"]
 Pooling = Literal["none", "partial"]
@@ -267,28 +267,10 @@ def compile_stan_model(
     folder = (cache or stan_cache_dir()) / f"{name}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / source.name
-    with _file_lock(folder / "compile.lock"):  # parallel chapters: compile once
+    with file_lock(folder / "compile.lock"):  # parallel chapters: compile once
         if not target.is_file():
             shutil.copy2(source, target)
         return cmdstanpy.CmdStanModel(stan_file=str(target))
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) while the block runs;
-    another process asking for the same lock waits. Without POSIX locks (Windows) it
-    does nothing."""
-    try:
-        import fcntl
-    except ImportError:  # at worst a fit or a compile is repeated
-        yield
-        return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _fit_cmdstan(
@@ -791,7 +773,7 @@ def cached_fit(
     path.parent.mkdir(parents=True, exist_ok=True)
     # One fit per key even when chapters run in parallel: a second process waits for the
     # first one's fit instead of repeating it.
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         if path.is_file():
             idata = bc.from_netcdf(path)
             if kwargs.get("report", True):

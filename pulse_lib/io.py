@@ -17,7 +17,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -29,6 +29,7 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "clean_stale_temp_files",
+    "file_lock",
 ]
 
 #: A temporary file of an atomic write untouched for this long belongs to a dead
@@ -198,3 +199,40 @@ def _atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
         raise
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: str | os.PathLike[str],
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """Hold an exclusive lock on the file ``path`` (created, with its folder, if
+    needed) while the block runs; yields the lock file's path.
+
+    Another process or thread asking for the same lock blocks until the holder
+    releases it; if it has to wait, ``on_wait`` is called first with a message saying
+    so. The lock is released when its holder exits, even if killed, so a crashed
+    holder never blocks the next one. The lock file itself is left in place (removing
+    it would let two holders lock two different files).
+
+    POSIX ``flock`` locks; on a platform without them (Windows) the block runs
+    unlocked, so at worst two processes repeat the same work.
+    """
+    lock_path = Path(path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; the work may be repeated
+        yield lock_path
+        return
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"another process holds {lock_path}; waiting for it ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield lock_path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pulse_lib.errors import ConfigError, SetupError
+from pulse_lib.io import file_lock
 from pulse_lib.validation import check_integer
 
 OFFLINE_VERSION = "2.27.0"
@@ -104,30 +105,17 @@ def _complete(path: Path) -> bool:
 
 @contextmanager
 def install_lock(target: Path) -> Iterator[Path]:
-    """Hold an exclusive ``fcntl`` lock on ``<target>.lock`` (beside ``target``) for a
-    build.
+    """Hold an exclusive lock on ``<target>.lock`` (beside ``target``) for a build.
 
     A second process (or thread) asking for the same lock says it is waiting and blocks
-    until the first releases it; the lock goes when its holder exits, even if killed, so
-    a crashed build never blocks the next one. Yields the lock file's path.
+    until the first releases it (:func:`pulse_lib.io.file_lock`). Yields the lock
+    file's path.
     """
-    import fcntl
-
-    lock_path = target.with_name(target.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _say(
-                f"another CmdStan install holds {lock_path}; waiting for it to finish "
-                "..."
-            )
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield lock_path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(
+        target.with_name(target.name + ".lock"),
+        on_wait=lambda message: _say(f"a CmdStan install is running: {message}"),
+    ) as lock_path:
+        yield lock_path
 
 
 def _online(host: str = "github.com", timeout: float = 5.0) -> bool:
