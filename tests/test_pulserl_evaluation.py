@@ -159,3 +159,21 @@ def test_ltv_evaluation_reward_follows_the_released_code(uniform_log) -> None:
     want = uniform_log["reward"] + shift + 0.001 + 0.033 * uniform_log["next_obs_user_activated"]
     np.testing.assert_allclose(r, want)
     assert (r > 0).all()
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda obs: np.full(len(obs), 1.5), r"send probability 1\.5 for user 0; must be in \[0, 1\]"),
+        (lambda obs: np.full(len(obs), np.nan), r"send probability nan for user 0"),
+        (lambda obs: np.zeros(len(obs) - 1), r"one send probability per user"),
+    ],
+)
+def test_target_probabilities_reject_a_policy_outside_0_1(uniform_log, bad, match) -> None:
+    from pulse_lib.errors import SchemaError
+
+    with pytest.raises(SchemaError, match=match):
+        E.target_probabilities(uniform_log, bad)
+    p = E.target_probabilities(uniform_log, lambda obs: np.full(len(obs), 0.25))
+    sent = uniform_log["action"].to_numpy() == 1
+    assert np.allclose(p[sent], 0.25) and np.allclose(p[~sent], 0.75)

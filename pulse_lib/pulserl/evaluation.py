@@ -26,6 +26,7 @@ from torch import nn
 from pulse_lib import ope
 from pulse_lib.errors import ConfigError
 from pulse_lib.pulserl import data as D
+from pulse_lib.pulserl import simulator as S
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -46,8 +47,12 @@ def soften(policy: Policy, epsilon: float) -> Policy:
 
 
 def target_probabilities(table: pd.DataFrame, policy: Policy) -> np.ndarray:
-    """The target policy's probability of each row's logged action."""
-    p_send = np.asarray(policy(D.observations(table)), dtype=float)
+    """The target policy's probability of each row's logged action.
+
+    The policy must return one send probability in [0, 1] per row (else a
+    :class:`~pulse_lib.errors.SchemaError` naming the row).
+    """
+    p_send = S.check_policy_output(policy(D.observations(table)), len(table))
     return np.where(table["action"].to_numpy() == 1, p_send, 1.0 - p_send)
 
 

@@ -359,7 +359,7 @@ class PulseSimulator:
         discount = 1.0
         pieces: list[pd.DataFrame] = []
         for t in range(c.horizon):
-            p_send = _check_policy_output(policy(obs), n_users)
+            p_send = check_policy_output(policy(obs), n_users)
             actions = (rng.random(n_users) < p_send).astype(np.int64)
             if t == 0 and first_action is not None:
                 if first_action not in (0, 1):
@@ -447,7 +447,9 @@ class PolicyValue:
         )
 
 
-def _check_policy_output(p: np.ndarray, n: int) -> np.ndarray:
+def check_policy_output(p: np.ndarray, n: int) -> np.ndarray:
+    """``p`` as floats if it is one send probability in [0, 1] per user, else a
+    :class:`SchemaError` naming the first bad row."""
     p = np.asarray(p, dtype=float)
     if p.shape != (n,):
         raise SchemaError(
@@ -457,7 +459,7 @@ def _check_policy_output(p: np.ndarray, n: int) -> np.ndarray:
     if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
         bad = int(np.flatnonzero(~(np.isfinite(p) & (p >= 0) & (p <= 1)))[0])
         raise SchemaError(
-            f"a policy returned send probability {p[bad]!r} for user "
+            f"a policy returned send probability {float(p[bad])!r} for user "
             f"{bad}; must be in [0, 1]"
         )
     return p
