@@ -11,11 +11,18 @@ scale, and 256x256 with the paper's 200 quantiles). Rates are the best of severa
 (wall clock; the CPU time of the same runs is recorded too: on a shared machine the wall
 clock includes time the process waited for the core).
 
-The **ceiling**: the same three matrix products at the chosen chunk, and nothing else (no
-bias, no ReLU, no copies), timed in the same run. No exact float32 scorer using this BLAS can
-beat it, so the target is reachable on this machine only if the ceiling is above it; the
-results record the ceiling, the matrix-product rate in GFLOP/s, and the library's share of
-the ceiling. Writes ``benchmarks/results/pulserl_scoring.json``.
+The **PyTorch ceiling**: the same three matrix products at the chosen chunk, and nothing
+else (no bias, no ReLU, no copies), timed in the same run. No exact float32 scorer built on
+PyTorch's matrix product can beat it; the results record it, its rate in GFLOP/s and the
+library's share of it.
+
+**ONNX Runtime** (``pulse_lib.pulserl.onnx_scoring.OnnxScorer``): the same network exported
+as an ONNX graph; ONNX Runtime packs the weights once and fuses bias and ReLU into the
+product, so it is not bound by the PyTorch ceiling. Its chunk sweep, its rate for each
+network, its largest difference from the PyTorch scores and the share of decisions on which
+the two agree are recorded beside PyTorch's, measured in the same run (a ratio between the
+two is robust to the machine's load; absolute rates are not). Writes
+``benchmarks/results/pulserl_scoring.json``.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     common.setup_one_thread()
     from pulse_lib.pulserl import agents as A
+    from pulse_lib.pulserl import onnx_scoring as O
     from pulse_lib.pulserl import simulator as S
 
     n_users, sweep_users, repeats = (20_000, 20_000, 1) if args.quick else (1_000_000, 250_000, 3)
@@ -123,6 +131,41 @@ def main(argv: list[str] | None = None) -> Path:
     ceiling["library_share_of_ceiling"] = round(
         results["256x256"]["users_per_cpu_s"] / ceiling["gemm_only_users_per_cpu_s"], 3)
     print("ceiling 256x256", ceiling, flush=True)
+    onnx_sweep: dict[str, int] = {}
+    net_256 = trained((256, 256)).net
+    for chunk in chunks:
+        scorer = O.OnnxScorer(net_256, chunk=chunk)
+        onnx_sweep[str(chunk)] = round(_best_rate(
+            lambda scorer=scorer: scorer.q_values(obs[:sweep_users]), sweep_users, repeats)[1])
+    print("onnx chunk sweep (CPU time) 256x256", onnx_sweep, flush=True)
+    onnx_results = {}
+    for label, hidden, n_quantiles in (("64x64", (64, 64), 1), ("256x256", (256, 256), 1),
+                                       ("256x256_200_quantiles", (256, 256), 200)):
+        agent = trained(hidden, n_quantiles)
+        scorer = O.OnnxScorer(agent.net)
+        torch_q, onnx_q = agent.q_values(obs), scorer.q_values(obs)
+        # interleaved, so both see the same load
+        torch_rates, onnx_rates = [], []
+        for _ in range(repeats):
+            torch_rates.append(_best_rate(lambda agent=agent: agent.policy(obs), n_users, 1))
+            onnx_rates.append(_best_rate(lambda scorer=scorer: scorer.policy(obs), n_users, 1))
+        wall_rate = max(r[0] for r in onnx_rates)
+        cpu_rate = max(r[1] for r in onnx_rates)
+        torch_cpu_rate = max(r[1] for r in torch_rates)
+        onnx_results[label] = {
+            "users": n_users, "chunk": O.ONNX_CHUNK, "users_per_s": round(wall_rate),
+            "users_per_cpu_s": round(cpu_rate),
+            "torch_users_per_cpu_s_same_run": round(torch_cpu_rate),
+            "speedup_over_torch": round(cpu_rate / torch_cpu_rate, 3),
+            "meets_target": bool(wall_rate >= TARGET_USERS_PER_S),
+            "meets_target_by_cpu_time": bool(cpu_rate >= TARGET_USERS_PER_S),
+            "max_abs_difference_from_torch": float(np.abs(torch_q - onnx_q).max()),
+            "decision_agreement_with_torch": float(
+                np.mean((torch_q[:, 1] > torch_q[:, 0]) == (onnx_q[:, 1] > onnx_q[:, 0]))),
+        }
+        print("onnx", label, onnx_results[label], flush=True)
+    ceiling["onnx_share_of_ceiling"] = round(
+        onnx_results["256x256"]["users_per_cpu_s"] / ceiling["gemm_only_users_per_cpu_s"], 3)
     payload = {"benchmark": "pulserl_scoring", "quick": args.quick, "machine": common.machine_info(),
                "target_users_per_s": TARGET_USERS_PER_S, "repeats": repeats, "sweep_users": sweep_users,
                "chunk_sweep_users_per_s": sweep, "chunk_sweep_users_per_cpu_s": sweep_cpu,
@@ -130,7 +173,10 @@ def main(argv: list[str] | None = None) -> Path:
                "library_chunk": library_chunk,
                "library_chunk_share_of_best": round(sweep_cpu["256x256"].get(str(library_chunk), 0)
                                                     / sweep_cpu["256x256"][str(best_chunk)], 3),
-               "results": results, "ceiling_256x256": ceiling}
+               "results": results, "ceiling_256x256": ceiling,
+               "onnx_chunk_sweep_users_per_cpu_s": {"256x256": onnx_sweep},
+               "onnx_chosen_chunk": int(max(onnx_sweep, key=onnx_sweep.get)),
+               "onnx_results": onnx_results}
     return common.write_results("pulserl_scoring", payload, args.out_dir)
 
 

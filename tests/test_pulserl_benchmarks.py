@@ -42,3 +42,11 @@ def test_benchmark_quick_mode_writes_json(name: str, tmp_path: Path) -> None:
         assert ceiling["gemm_only_users_per_cpu_s"] > 0 and ceiling["gflops_per_cpu_s"] > 0
         assert ceiling["flops_per_user"] == 2 * (63 * 256 + 256 * 256 + 256 * 2)
         assert 0 < ceiling["library_share_of_ceiling"] < 2
+        # ONNX Runtime beside PyTorch in the same run: the same scores, the same decisions
+        onnx = payload["onnx_results"]
+        assert set(onnx) == set(results)
+        for entry in onnx.values():
+            assert entry["users_per_cpu_s"] > 0 and entry["speedup_over_torch"] > 0
+            assert entry["max_abs_difference_from_torch"] < 1e-4
+            assert entry["decision_agreement_with_torch"] > 0.999
+        assert str(payload["onnx_chosen_chunk"]) in payload["onnx_chunk_sweep_users_per_cpu_s"]["256x256"]
