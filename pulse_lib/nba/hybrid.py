@@ -531,7 +531,7 @@ class HybridLinearBandit:
             info.since_refresh = 0
         self._Ab[j] = Ab
         self._Ainv_w[j] = Ainv
-        # Shared block. A_0 grows by G_a wd wd^T G_a^T; b_0 by lambda_a G_a (Ab - Ab_old).
+        # Shared block: A_0 += G_a wd wd^T G_a^T, b_0 += lambda_a G_a (Ab - Ab_old)
         phi = self._phi[j]
         W = np.empty((self.d, 1 + m))
         W[:, 0] = (lam_a / np.sqrt(s)) * v
@@ -643,7 +643,9 @@ class HybridLinearBandit:
             nz = self._phi != 0
             pairs = np.argwhere(nz.T.astype(int) @ nz.astype(int))
             rows = [np.flatnonzero(nz[:, p] & nz[:, q]) for p, q in pairs]
-            weights = [self._phi[r, p] * self._phi[r, q] for r, (p, q) in zip(rows, pairs)]
+            weights = [
+                self._phi[r, p] * self._phi[r, q] for r, (p, q) in zip(rows, pairs)
+            ]
             dense = np.zeros((len(pairs), self._ids.shape[0]))
             for i, (r, w) in enumerate(zip(rows, weights)):
                 dense[i, r] = w
@@ -679,7 +681,9 @@ class HybridLinearBandit:
         for i, (p, q) in enumerate(self._pair_structure()[0]):
             if U.shape[1] == 1:
                 # B_pq -= u_p u_q^T, in place on the Fortran view
-                blas.dger(-1.0, Ub[q, :, 0], Ub[p, :, 0], a=self._B[i].T, overwrite_a=True)
+                blas.dger(
+                    -1.0, Ub[q, :, 0], Ub[p, :, 0], a=self._B[i].T, overwrite_a=True
+                )
             else:
                 self._B[i] -= Ub[p] @ Ub[q].T
         self._B_downdates += 1
@@ -807,7 +811,9 @@ class HybridLinearBandit:
     def _current_beta(self) -> np.ndarray:
         """``beta`` ``(k, m)``, formed as ``R g`` if single rows changed ``g`` since."""
         if self._beta_stale:
-            self._beta = np.column_stack([self._R @ self._g[:, j] for j in range(self.m)])
+            self._beta = np.column_stack(
+                [self._R @ self._g[:, j] for j in range(self.m)]
+            )
             self._beta_stale = False
         return self._beta
 
@@ -1052,7 +1058,9 @@ class HybridLinearBandit:
         Cholesky factors.
         """
         d, m, p = self.d, self.m, self.p
-        per_action = 8 * (2 * d * d + 2 * d * m + p + 1) + self.width_dtype.itemsize * d * d
+        per_action = (
+            8 * (2 * d * d + 2 * d * m + p + 1) + self.width_dtype.itemsize * d * d
+        )
         shared = (
             self._R.nbytes
             + self._A0_retired.nbytes
