@@ -9,6 +9,9 @@ Measured for every exploration: single decisions on a fixed posterior; single de
 interleaved with single-row updates (learning online: each decision sees the previous
 update); batched throughput. Thompson sampling is timed both per decision (exact joint draw)
 and per refresh window (one joint draw, ``sample_coefficients``, served greedily).
+Decisions read ``A_a^{-1}`` from a float32 copy (the learner's default ``width_dtype``);
+``float32_widths`` records what that changes against a float64 learner: the relative
+error of the UCB widths and the share of identical UCB and Thompson decisions.
 
     OMP_NUM_THREADS=1 flock /tmp/bench.lock python benchmarks/nba_decision.py   # the recorded run
     OMP_NUM_THREADS=1 python benchmarks/nba_decision.py --quick                 # smoke test
@@ -40,11 +43,13 @@ MODES = {  # name -> (exploration, sample_per)
 OLD_PER_ACTION_BYTES = 401_632  # the previous learner (kept B_a = sum x z^T, d x k, per action)
 
 
-def build(d: int, p: int, n_actions: int, exploration: str, sample_per: str, seed: int = 0) -> HybridLinearBandit:
+def build(d: int, p: int, n_actions: int, exploration: str, sample_per: str, seed: int = 0,
+          width_dtype: str = "float32") -> HybridLinearBandit:
     """A learner with ``n_actions`` actions, warmed on random data so no matrix is trivial."""
     rng = np.random.default_rng(seed)
     learner = HybridLinearBandit(d, p, objectives=("target", "progress"), weights=(1.0, 0.3), cost_weight=1.0,
-                                 exploration=exploration, alpha=0.3, sample_per=sample_per, seed=seed)
+                                 exploration=exploration, alpha=0.3, sample_per=sample_per, seed=seed,
+                                 width_dtype=width_dtype)
     for a in range(n_actions):
         learner.add_action(a, np.eye(p)[a % p], cost=0.01 * (a % 5))
     n = 20 * n_actions
@@ -65,6 +70,36 @@ def pct(values: list[float] | np.ndarray, cpu: list[float] | np.ndarray | None =
     if cpu is not None:
         c = np.asarray(cpu) * 1e6
         out.update(cpu_p50_us=float(np.percentile(c, 50)), cpu_p99_us=float(np.percentile(c, 99)))
+    return out
+
+
+def float32_effect(d: int, p: int, n_actions: int, n_contexts: int, n_online: int) -> dict[str, float]:
+    """What reading ``A_a^{-1}`` from a float32 copy changes, against the float64 learner.
+
+    Two learners with the same data and seed, one per ``width_dtype``: the relative error
+    of the UCB widths decisions use, and the share of identical decisions for UCB and for
+    per-decision Thompson sampling (same random stream), on a fixed posterior and while
+    learning online (each learner updated with its own choices' rewards).
+    """
+    rng = np.random.default_rng(7)
+    xs = rng.standard_normal((n_contexts, d)) / np.sqrt(d)
+    out: dict[str, float] = {}
+    for exploration in ("ucb", "ts"):
+        pair = [build(d, p, n_actions, exploration, "decision", width_dtype=w) for w in ("float32", "float64")]
+        if exploration == "ucb":
+            exact = pair[1].ucb_width(xs)
+            fast = pair[0]._width(pair[0]._check_contexts(xs), exact=False)
+            out["ucb_width_max_rel_error"] = float(np.max(np.abs(fast - exact) / exact))
+        chosen = [np.array([lr.choose(xs[i:i + 1])[0] for i in range(n_contexts)]) for lr in pair]
+        out[f"{exploration}_agreement_fixed"] = float(np.mean(chosen[0] == chosen[1]))
+        same = 0
+        rewards = rng.random((n_online, 2))
+        for i in range(n_online):
+            a = [lr.choose(xs[i:i + 1]) for lr in pair]
+            same += int(a[0][0] == a[1][0])
+            for lr, ai in zip(pair, a):
+                lr.update(xs[i:i + 1], ai, rewards[i:i + 1])
+        out[f"{exploration}_agreement_online"] = same / n_online
     return out
 
 
@@ -115,6 +150,8 @@ def bench(quick: bool) -> dict[str, object]:
             "decisions_per_s": float(batch / np.median(reps)),
             "decisions_per_s_best": float(batch / np.min(reps)),
         }
+        if mode == "ucb":  # UCB keeps the most: the blocks of A_0^{-1} its widths read
+            mem = learner.memory_bytes()
     # Thompson sampling per refresh window: one joint draw, then greedy serving from it.
     learner = build(d, p, n_actions, "ts", "batch")
     draw, draw_cpu, serve, serve_cpu = [], [], np.empty(n_single), np.empty(n_single)
@@ -132,7 +169,6 @@ def bench(quick: bool) -> dict[str, object]:
         t1, c1 = clock()
         serve[i], serve_cpu[i] = t1 - t0, c1 - c0
     results["ts_per_window"] = {"draw": pct(draw, draw_cpu), "decision_served": pct(serve, serve_cpu)}
-    mem = learner.memory_bytes()
     # Adding an action (appends its prior; beta and the other actions are unchanged)
     add_ms = []
     for j in range(5 if quick else 20):
@@ -148,7 +184,9 @@ def bench(quick: bool) -> dict[str, object]:
         "targets": {"latency_p99_us": 1000.0, "decisions_per_s": 1_000_000.0},
         "modes": results,
         "memory_bytes": {"shared": mem["shared"], "per_action": mem["per_action"], "total": mem["total"],
+                         "cached": mem["cached"],
                          "per_action_previous_learner": OLD_PER_ACTION_BYTES if not quick else None},
+        "float32_widths": float32_effect(d, p, n_actions, 200 if quick else 2_000, 100 if quick else 1_000),
         "add_action_ms_median": float(np.median(add_ms)),
         "full_refactor_ms": refactor_ms,
         "load_average_before": load_before,

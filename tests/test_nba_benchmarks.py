@@ -18,7 +18,7 @@ def test_decision_benchmark_quick_writes_expected_json(tmp_path: Path) -> None:
                    check=True, env=env, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     assert set(result) == {"config", "targets", "modes", "memory_bytes", "add_action_ms_median",
-                           "full_refactor_ms", "load_average_before", "machine", "note"}
+                           "full_refactor_ms", "load_average_before", "machine", "note", "float32_widths"}
     assert result["config"]["quick"] is True
     assert set(result["modes"]) == {"greedy", "ucb", "ts_per_decision", "ts_per_window"}
     for name, mode in result["modes"].items():
@@ -29,6 +29,10 @@ def test_decision_benchmark_quick_writes_expected_json(tmp_path: Path) -> None:
         if name != "ts_per_window":
             assert mode["decisions_per_s"] > 0
     assert result["memory_bytes"]["per_action"] > 0
+    f32 = result["float32_widths"]
+    assert 0 <= f32["ucb_width_max_rel_error"] < 1e-4
+    for key in ("ucb_agreement_fixed", "ucb_agreement_online", "ts_agreement_fixed", "ts_agreement_online"):
+        assert 0.9 <= f32[key] <= 1.0
     assert {"cores", "cpu_model", "torch_threads", "date"} <= set(result["machine"])
 
 

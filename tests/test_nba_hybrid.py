@@ -224,9 +224,12 @@ def test_bad_input_raises_clear_errors() -> None:
 def test_memory_per_action_is_reported() -> None:
     bandit = _bandit(n_actions=2)
     mem = bandit.memory_bytes()
-    per = (2 * D * D + 2 * D * 1 + P + 1) * 8  # A_a, A_a^{-1}, b_a, A_a^{-1} b_a, phi, cost
+    # A_a, A_a^{-1}, b_a, A_a^{-1} b_a, phi, cost; + the float32 copy of A_a^{-1} widths read
+    per = (2 * D * D + 2 * D * 1 + P + 1) * 8 + 4 * D * D
     assert mem["per_action"] == per
     assert mem["total"] == mem["shared"] + 2 * per
+    exact = HybridLinearBandit(D, P, width_dtype="float64")
+    assert exact.memory_bytes()["per_action"] == per + 4 * D * D
 
 
 def test_intent_selector_routes_by_predicted_intent() -> None:
@@ -439,3 +442,29 @@ def test_ucb_width_stays_exact_while_learning_online(refresh_every: int) -> None
         greedy.add_action(a_id, phi)
     greedy.update(x[seen], a[seen], r[seen])
     np.testing.assert_allclose(bandit.ucb_width(xq), greedy.ucb_width(xq), rtol=1e-9)
+
+
+def test_float32_width_copy_changes_widths_by_less_than_1e5_and_the_state_not_at_all() -> None:
+    """Decisions read A_a^{-1} from a float32 copy (width_dtype): their UCB widths agree
+    with the float64 posterior's to ~1e-6 relative, the posterior itself (beta, means,
+    ucb_width) is float64 and identical, and it stays so while learning online."""
+    fast = _bandit(n_actions=3, exploration="ucb")
+    exact = HybridLinearBandit(D, P, exploration="ucb", alpha=1.0, width_dtype="float64")
+    for a in range(3):
+        exact.add_action(a, np.eye(P)[a % P])
+    x, a, r = _data(120, 3, seed=50)
+    for learner in (fast, exact):
+        learner.update(x[:60], a[:60], r[:60])
+        for i in range(60, 120):
+            learner.update(x[i:i + 1], a[i:i + 1], r[i:i + 1])
+    assert fast._Ainv_w.dtype == np.float32 and exact._Ainv_w.dtype == np.float64
+    xq = np.random.default_rng(51).standard_normal((200, D))
+    np.testing.assert_array_equal(fast.beta, exact.beta)
+    np.testing.assert_array_equal(fast.expected_reward(xq)[0], exact.expected_reward(xq)[0])
+    np.testing.assert_array_equal(fast.ucb_width(xq), exact.ucb_width(xq))
+    one = np.vstack([fast._width(xq[i:i + 1], exact=False) for i in range(200)])
+    rel = np.abs(one - exact.ucb_width(xq)) / exact.ucb_width(xq)
+    assert 0 < rel.max() < 1e-5  # the copy is really float32, and close
+    np.testing.assert_allclose(fast.scores(xq[:1])[0], exact.scores(xq[:1])[0], rtol=1e-5)
+    with pytest.raises(ConfigError, match="width_dtype"):
+        HybridLinearBandit(D, P, width_dtype="float16")

@@ -28,14 +28,18 @@
    B_a^T A_a^{-1} B_a`` loses digits at 10^8 rows). One new row of action ``a`` changes
    ``A_0`` by a positive rank-one term ``w w^T``; the learner keeps a square root ``R``
    (``R R^T = A_0^{-1}``) and downdates it in factor form (``O(k^2)``, positive definite
-   by construction), solves ``A_a^{-1} b_a`` from the summed ``A_a`` by Cholesky, keeps
-   the ``A_a^{-1}`` used for exploration widths by Sherman–Morrison with an exact
-   re-inversion every ``refresh_every`` rows of that action, and
-   :meth:`HybridLinearBandit.refactor` rebuilds everything from the sums. A learner
-   exploring by UCB also keeps ``A_0^{-1}`` itself, downdated by the same rank-one term
-   (``-u u^T``) and rebuilt from ``R`` every ``refresh_every`` rows: a single decision
-   then reads only the ``d x d`` blocks its actions' features touch (``O(K d^2)`` for
-   one-hot features).
+   by construction), keeps ``g = R^T b_0`` (``beta = R g``) current in ``O(k m)``, keeps
+   the ``A_a^{-1}`` by Sherman–Morrison with an exact re-inversion every
+   ``refresh_every`` rows of that action, and gets ``A_a^{-1} b_a`` from its previous
+   value by one recursive least-squares step refined once against the summed ``A_a``
+   and ``b_a`` (a Cholesky solve with each re-inversion);
+   :meth:`HybridLinearBandit.refactor` rebuilds everything from the sums. Exploration
+   widths read only the ``d x d`` blocks of ``A_0^{-1}`` that the actions' features
+   touch (the diagonal blocks for one-hot features), built from ``R`` on first use,
+   downdated by the same rank-one term (``-u u^T``) and rebuilt every
+   ``refresh_every`` rows: ``O(K d^2)`` per decision. Decisions read ``A_a^{-1}`` from
+   a float32 copy by default (``width_dtype``), which halves their memory traffic; the
+   posterior state and mean stay float64.
 
    Each objective signal (target event, stage progression) gets its own right-hand side
    over the same design, and the business weights combine them at decision time: ridge
@@ -168,7 +172,13 @@ class HybridLinearBandit:
         its whole ``"batch"`` and served greedily (``O(K d)`` per decision after an
         ``O(K d^3)`` draw; users of one batch then explore together). refresh_every:
         re-invert ``A_a`` exactly after this many Sherman–Morrison row updates of action
-        ``a`` (bounds the rounding drift of the inverse). seed: seed of the
+        ``a`` (bounds the rounding drift of the inverse); the shared coefficients
+        ``beta``, updated incrementally by single rows, are also recomputed exactly
+        after this many single-row updates. width_dtype: ``"float32"`` (default) or
+        ``"float64"``: precision of the copy of the ``A_a^{-1}`` that decisions read to
+        compute UCB widths and Thompson draws (``y_a = A_a^{-1} x``). ``float32``
+        halves the memory a decision reads; the posterior state, the posterior mean and
+        :meth:`ucb_width` stay float64 whatever this says. seed: seed of the
         Thompson-sampling draws and tie-breaking.
     """
 
@@ -185,6 +195,7 @@ class HybridLinearBandit:
         action_prior_precision: float | None = None,
         sample_per: str = "decision",
         refresh_every: int = 1_000,
+        width_dtype: str = "float32",
         seed: int = 0,
     ):
         if context_width < 1 or feature_width < 1:
@@ -206,6 +217,11 @@ class HybridLinearBandit:
             raise ConfigError(
                 f"prior_precision must be finite and > 0, got {prior_precision!r}"
             )
+        if width_dtype not in ("float32", "float64"):
+            raise ConfigError(
+                f"width_dtype must be 'float32' or 'float64', got {width_dtype!r}"
+            )
+        self.width_dtype = np.dtype(width_dtype)
         if int(refresh_every) < 1:
             raise ConfigError(f"refresh_every must be >= 1, got {refresh_every!r}")
         self.sample_per = sample_per
@@ -232,6 +248,8 @@ class HybridLinearBandit:
         # lambda_a I + sum x x^T (summed, never subtracted)
         self._A = np.zeros((0, d, d))
         self._Ainv = np.zeros((0, d, d))  # its inverse
+        # the copy of it that decisions read for widths and draws (width_dtype)
+        self._Ainv_w = np.zeros((0, d, d), dtype=self.width_dtype)
         self._b = np.zeros((0, d, m))  # sum x r^T
         self._Ab = np.zeros((0, d, m))  # A_a^{-1} b_a
         self._phi = np.zeros((0, self.p))
@@ -244,11 +262,22 @@ class HybridLinearBandit:
         # retiring).
         self._A0_retired = np.zeros((k, k))
         self._b0_retired = np.zeros((k, m))
+        # beta = A_0^{-1} b_0 = R g with g = R^T b_0: single rows update g in O(k m)
+        # and beta is recomputed from it (R g) when next read (_beta_stale).
         self._beta = np.zeros((k, m))
-        # psi, C, chol: recomputed on first use after a change
+        self._g = np.zeros((k, m))
+        self._beta_stale = False
+        # psi, C, chol: recomputed on first use after a change of the posterior
         self._lazy: dict[str, np.ndarray] = {}
-        # rank-one downdates of the cached A_0^{-1} since it was built
-        self._A0inv_downdates = 0
+        # Blocks (p, q) of A_0^{-1} for the pairs of action-feature columns some action
+        # has both non-zero (what widths read), built from R on first use and then
+        # downdated with R; None when not built. _pairs: which pairs, and per pair the
+        # actions and their weights phi_ap phi_aq (depends on the action set only).
+        self._B: np.ndarray | None = None
+        self._B_downdates = 0
+        self._pairs: tuple | None = None
+        # single-row updates since beta was last computed exactly from R and b_0
+        self._beta_updates = 0
         self.set_weights(np.ones(self.m) if weights is None else weights, cost_weight)
 
     # -- configuration
@@ -312,11 +341,12 @@ class HybridLinearBandit:
         self._ids = np.append(self._ids, action_id)
         self._A = np.concatenate([self._A, (self.lam_action * eye)[None]])
         self._Ainv = np.concatenate([self._Ainv, (eye / self.lam_action)[None]])
+        self._Ainv_w = self._Ainv.astype(self.width_dtype)
         self._b = np.concatenate([self._b, np.zeros((1, self.d, self.m))])
         self._Ab = np.concatenate([self._Ab, np.zeros((1, self.d, self.m))])
         self._phi = np.concatenate([self._phi, phi[None]])
         self._costs = np.append(self._costs, float(cost))
-        self._lazy.clear()
+        self._structure_changed()
 
     def retire_action(self, action_id: int) -> None:
         """Stop recommending an action and free its statistics, without retraining
@@ -337,11 +367,18 @@ class HybridLinearBandit:
         self._A0_retired += G @ P @ G.T
         self._b0_retired += G @ (self.lam_action * self._Ab[j])
         keep = np.arange(self._ids.shape[0]) != j
-        for name in ("_ids", "_A", "_Ainv", "_b", "_Ab", "_phi", "_costs"):
+        for name in ("_ids", "_A", "_Ainv", "_Ainv_w", "_b", "_Ab", "_phi", "_costs"):
             setattr(self, name, getattr(self, name)[keep])
         del self.arms[action_id]
         self.retired.add(action_id)
+        self._structure_changed()
+
+    def _structure_changed(self) -> None:
+        """The action set changed: drop every cache that depends on it (``A_0`` and
+        ``beta`` do not: adding and retiring leave them unchanged)."""
         self._lazy.clear()
+        self._pairs = None
+        self._B = None
 
     @property
     def active_actions(self) -> np.ndarray:
@@ -443,35 +480,78 @@ class HybridLinearBandit:
             x, r = x * root, r * root
         if n == 1:
             self._update_one(self._pos(int(a[0])), x[0], r[0])
+            self._beta_updates += 1
+            if self._beta_updates >= self.refresh_every:
+                self._refresh_beta()  # exact, from R and b_0: resets the rounding
+            else:
+                self._posterior_changed()
         else:
             for action_id in np.unique(a):
                 rows = a == action_id
                 self._update_action(self._pos(int(action_id)), x[rows], r[rows])
-        self._refresh_beta()
+            self._refresh_beta()
+
+    def _posterior_changed(self) -> None:
+        """Drop the caches built from the posterior (kept: ``A_0^{-1}`` blocks, kept
+        current by the downdates, and the action-set structure)."""
+        self._lazy.clear()
 
     def _update_one(self, j: int, x: np.ndarray, r: np.ndarray) -> None:
-        """One row: :meth:`_update_action` with vectors and in-place BLAS (the
-        real-time path)."""
+        """One row: :meth:`_update_action` for one vector, touching only what changes.
+
+        The action's own ``A_a``, ``b_a`` and ``A_a^{-1}`` are updated in place (BLAS
+        rank-one updates); ``A_a^{-1} b_a`` by the recursive least-squares step from
+        its previous value followed by one step of iterative refinement against the
+        summed ``A_a`` and ``b_a`` (``O(d^2)``, as exact as a Cholesky solve; the solve
+        itself, ``O(d^3)``, runs with each exact re-inversion). The shared block: the
+        factor ``R`` is downdated in place (``R' = R - c u n^T``), and ``g = R^T b_0``
+        becomes ``g + R^T db_0 - c n (u^T b_0')``, where ``R^T db_0`` reads only the
+        rows of ``R`` in the action's feature blocks; ``beta = R' g'`` is formed when
+        next read.
+        """
         info = self.arms[int(self._ids[j])]
-        Ainv = self._Ainv[j]
+        lam_a, m = self.lam_action, self.m
+        A, Ainv, b = self._A[j], self._Ainv[j], self._b[j]
         v = Ainv @ x
         s = 1.0 + float(x @ v)
-        wd = (self.lam_action / np.sqrt(s)) * v  # A_0 grows by G_a wd wd^T G_a^T
-        self._downdate_R(
-            np.outer(self._phi[j], wd).reshape(self.k, 1), support=self._phi[j]
-        )
-        # A_a += x x^T (symmetric)
-        blas.dger(1.0, x, x, a=self._A[j].T, overwrite_a=True)
-        self._b[j] += np.outer(x, r)
+        Ab_old = self._Ab[j].copy()
+        # A_a += x x^T and b_a += x r^T: sums only grow
+        blas.dger(1.0, x, x, a=A.T, overwrite_a=True)
+        b += np.outer(x, r)
         info.n += 1
         info.since_refresh += 1
         if info.since_refresh < self.refresh_every:
-            # Sherman-Morrison, in place
+            # Sherman-Morrison, in place: A_a,new^{-1} x = v / s
             blas.dger(-1.0 / s, v, v, a=Ainv.T, overwrite_a=True)
+            Ab = Ab_old + np.outer(v / s, r - x @ Ab_old)
+            Ab += Ainv @ (b - A @ Ab)  # one step of iterative refinement
         else:
-            self._Ainv[j] = self._inverse(self._A[j])
+            self._Ainv[j] = Ainv = self._inverse(A)
+            Ab = self._solve(A, b)
             info.since_refresh = 0
-        self._Ab[j] = self._solve(self._A[j], self._b[j])
+        self._Ab[j] = Ab
+        self._Ainv_w[j] = Ainv
+        # Shared block: A_0 += G_a wd wd^T G_a^T, b_0 += lambda_a G_a (Ab - Ab_old)
+        phi = self._phi[j]
+        W = np.empty((self.d, 1 + m))
+        W[:, 0] = (lam_a / np.sqrt(s)) * v
+        W[:, 1:] = lam_a * (Ab - Ab_old)
+        Rb = self._R.reshape(self.p, self.d, self.k)
+        T = None  # R^T G_a W: only the rows of R in phi's non-zero blocks
+        for p in np.flatnonzero(phi):
+            term = phi[p] * (W.T @ Rb[p])
+            T = term if T is None else T + term
+        t = T[0]
+        q = float(t @ t)
+        n_vec = t / np.sqrt(1.0 + q)
+        c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
+        R = self._R
+        u = R @ n_vec
+        self._g += T[1:].T - np.outer(c * n_vec, u @ self._b0())
+        # R -= c (R n) n^T in place (on the Fortran view); then R R^T = A_0^{-1} - u u^T
+        blas.dger(-c, n_vec, u, a=R.T, overwrite_a=True)
+        self._beta_stale = True
+        self._downdate_blocks(u[:, None])
 
     def _update_action(self, j: int, X: np.ndarray, Rr: np.ndarray) -> None:
         """Rows ``X`` (n_a, d) with rewards ``Rr`` of the action at position ``j``."""
@@ -479,8 +559,8 @@ class HybridLinearBandit:
         Ainv = self._Ainv[j]
         n_a = X.shape[0]
         # Rows that change A_a by S = X^T X; if there are more rows than d, use an
-        # equivalent
-        # set of at most d rows (eigen-factor of S): A_0's change depends on S only.
+        # equivalent set of at most d rows (eigen-factor of S): A_0's change depends on
+        # S only.
         if n_a > d:
             evals, evecs = np.linalg.eigh(X.T @ X)
             keep = evals > evals.max() * 1e-14
@@ -508,6 +588,7 @@ class HybridLinearBandit:
         else:
             self._Ainv[j] = self._inverse(self._A[j])
             info.since_refresh = 0
+        self._Ainv_w[j] = self._Ainv[j]
         self._Ab[j] = self._solve(self._A[j], self._b[j])
 
     @staticmethod
@@ -535,68 +616,77 @@ class HybridLinearBandit:
         Linv = np.linalg.solve(L, np.eye(A.shape[0]))
         return Linv.T @ Linv
 
-    def _downdate_R(self, W: np.ndarray, support: np.ndarray | None = None) -> None:
+    def _downdate_R(self, W: np.ndarray) -> None:
         """``A_0 <- A_0 + W W^T``, i.e. ``R R^T <- R (I - N N^T) R^T``, in factor form.
 
         With ``T = R^T W`` and ``T^T T = E diag(q) E^T``, the columns of
         ``N = T E diag(1 / sqrt(1 + q))`` are orthogonal with squared norms
         ``s = q / (1 + q) < 1``, so ``I - N N^T = (I - N diag(c) N^T)^2`` with
-        ``c = 1 / (1 + sqrt(1 - s))``: the new factor is ``R - (R N) diag(c) N^T``.
+        ``c = 1 / (1 + sqrt(1 - s))``: the new factor is ``R - (R N) diag(c) N^T``, and
+        ``A_0^{-1}`` falls by ``U U^T`` with ``U = R N`` (the cached blocks follow).
+        (One row at a time, :meth:`_update_one` does the same with vectors.)
         """
-        # one row: matrix-vector products and an in-place rank-one BLAS update
-        if W.shape[1] == 1:
-            if support is None:
-                t = self._R.T @ W[:, 0]
-            # W = kron(phi, w): only the rows of R in phi's non-zero blocks are needed
-            else:
-                blocks, w = (
-                    self._R.reshape(self.p, self.d, self.k),
-                    W.reshape(self.p, self.d),
-                )
-                t = sum(blocks[p].T @ w[p] for p in np.flatnonzero(support))
-            q = float(t @ t)
-            n_vec = t / np.sqrt(1.0 + q)
-            c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
-            u = self._R @ n_vec
-            # R -= c (R n) n^T, done on R^T (Fortran-ordered view of the C-ordered R) in
-            # place
-            blas.dger(-c, n_vec, u, a=self._R.T, overwrite_a=True)
-            # R R^T = A_0^{-1} - u u^T exactly (2c - c^2 |n|^2 = 1)
-            self._downdate_A0inv(u)
-            return
-        # a block of rows: rebuilt from R when next needed
-        self._lazy.pop("A0inv", None)
         T = self._R.T @ W  # (k, r)
         q, E = np.linalg.eigh(T.T @ T)
         q = np.maximum(q, 0.0)
         N = (T @ E) / np.sqrt(1.0 + q)
         c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
-        self._R -= (self._R @ N) * c @ N.T
+        U = self._R @ N
+        self._R -= U * c @ N.T
+        self._downdate_blocks(U)
 
-    def _downdate_A0inv(self, u: np.ndarray) -> None:
-        """Keep the cached ``A_0^{-1}`` (UCB's widths read its blocks) current: ``-= u
-        u^T``.
+    def _pair_structure(self) -> tuple:
+        """Pairs ``(p, q)`` of action-feature columns both non-zero for some action,
+        and per pair the positions of those actions and their ``phi_ap phi_aq``; also
+        the ``(n_pairs, K)`` matrix of those weights (zero elsewhere)."""
+        if self._pairs is None:
+            nz = self._phi != 0
+            pairs = np.argwhere(nz.T.astype(int) @ nz.astype(int))
+            rows = [np.flatnonzero(nz[:, p] & nz[:, q]) for p, q in pairs]
+            weights = [
+                self._phi[r, p] * self._phi[r, q] for r, (p, q) in zip(rows, pairs)
+            ]
+            dense = np.zeros((len(pairs), self._ids.shape[0]))
+            for i, (r, w) in enumerate(zip(rows, weights)):
+                dense[i, r] = w
+            self._pairs = (pairs, rows, weights, dense)
+        return self._pairs
 
-        One pass over ``k x k`` instead of rebuilding ``R R^T`` (``O(k^3)``); rebuilt
-        exactly from ``R`` after ``refresh_every`` such downdates, which bounds their
-        rounding.
+    def _blocks(self) -> np.ndarray:
+        """Blocks ``(p, q)`` of ``A_0^{-1} = R R^T`` for the support pairs, ``(n_pairs,
+        d, d)``.
+
+        Built from ``R`` (``O(n_pairs d^2 k)``), then downdated with every row
+        (``A_0^{-1} -= u u^T`` touches each block by ``u_p u_q^T``) and rebuilt exactly
+        from ``R`` after ``refresh_every`` downdates, which bounds their rounding.
         """
-        A0inv = self._lazy.get("A0inv")
-        if A0inv is None:
-            return
-        if self._A0inv_downdates >= self.refresh_every:
-            del self._lazy["A0inv"]
-            return
-        blas.dger(-1.0, u, u, a=A0inv.T, overwrite_a=True)
-        self._A0inv_downdates += 1
+        if self._B is None:
+            pairs = self._pair_structure()[0]
+            Rb = self._R.reshape(self.p, self.d, self.k)
+            B = np.empty((len(pairs), self.d, self.d))
+            for i, (p, q) in enumerate(pairs):
+                B[i] = Rb[p] @ Rb[q].T
+            self._B = B
+            self._B_downdates = 0
+        return self._B
 
-    def _A0inv(self) -> np.ndarray:
-        """``A_0^{-1} = R R^T`` ``(k, k)``, cached and downdated row by row (see
-        above)."""
-        if "A0inv" not in self._lazy:
-            self._lazy["A0inv"] = self._R @ self._R.T
-            self._A0inv_downdates = 0
-        return self._lazy["A0inv"]
+    def _downdate_blocks(self, U: np.ndarray) -> None:
+        """``A_0^{-1} -= U U^T`` on the cached blocks (``U`` is ``(k, r)``)."""
+        if self._B is None:
+            return
+        if self._B_downdates >= self.refresh_every:
+            self._B = None  # rebuilt exactly from R when next needed
+            return
+        Ub = U.reshape(self.p, self.d, U.shape[1])
+        for i, (p, q) in enumerate(self._pair_structure()[0]):
+            if U.shape[1] == 1:
+                # B_pq -= u_p u_q^T, in place on the Fortran view
+                blas.dger(
+                    -1.0, Ub[q, :, 0], Ub[p, :, 0], a=self._B[i].T, overwrite_a=True
+                )
+            else:
+                self._B[i] -= Ub[p] @ Ub[q].T
+        self._B_downdates += 1
 
     def _b0(self) -> np.ndarray:
         """``b_0 = sum_a lambda_a G_a A_a^{-1} b_a`` plus retired actions' frozen
@@ -606,17 +696,14 @@ class HybridLinearBandit:
         return self.lam_action * blocks + self._b0_retired
 
     def _refresh_beta(self) -> None:
+        """``beta = R (R^T b_0)`` exactly (two matrix-vector products per objective)."""
         b0 = self._b0()
-        # column by column: two matrix-vector products each (faster than a thin GEMM
-        # here)
-        self._beta = np.column_stack(
-            [self._R @ (self._R.T @ b0[:, j]) for j in range(self.m)]
-        )
-        # kept current by _downdate_R (or dropped by it)
-        A0inv = self._lazy.get("A0inv")
-        self._lazy.clear()
-        if A0inv is not None:
-            self._lazy["A0inv"] = A0inv
+        # column by column: matrix-vector products (faster than a thin GEMM here)
+        self._g = np.column_stack([self._R.T @ b0[:, j] for j in range(self.m)])
+        self._beta = np.column_stack([self._R @ self._g[:, j] for j in range(self.m)])
+        self._beta_stale = False
+        self._beta_updates = 0
+        self._posterior_changed()
 
     def refactor(self) -> None:
         """Rebuild ``A_a^{-1}`` and ``R`` exactly from the summed statistics (``O(K d^3
@@ -629,6 +716,7 @@ class HybridLinearBandit:
             self._Ainv[j] = self._inverse(self._A[j])
             self._Ab[j] = self._solve(self._A[j], self._b[j])
             self.arms[int(self._ids[j])].since_refresh = 0
+        self._Ainv_w = self._Ainv.astype(self.width_dtype)
         lam_a = self.lam_action
         # (K, d, d), 0 <= P <= lam_a I
         P = lam_a * (np.eye(self.d)[None] - lam_a * self._Ainv)
@@ -640,7 +728,7 @@ class HybridLinearBandit:
         L = np.linalg.cholesky((A0 + A0.T) / 2)
         # L^{-T}: R R^T = L^{-T} L^{-1} = A_0^{-1}
         self._R = np.linalg.solve(L, np.eye(self.k)).T
-        self._lazy.pop("A0inv", None)  # rebuilt from the new R when next needed
+        self._B = None  # rebuilt from the new R when next needed
         self._refresh_beta()
 
     def warm_start(
@@ -707,7 +795,9 @@ class HybridLinearBandit:
             if self._ids.shape[0] == 0:
                 raise ConfigError("no active action: add one before deciding")
             w = self.weights
-            gb = self._beta_blocks(self._beta @ w)  # (K, d)
+            # beta w, through R g if beta itself is stale (one product, not m)
+            bw = self._R @ (self._g @ w) if self._beta_stale else self._beta @ w
+            gb = self._beta_blocks(bw)  # (K, d)
             self._lazy["psi"] = (
                 self._Ab @ w + self.lam_action * (self._Ainv @ gb[:, :, None])[:, :, 0]
             )
@@ -716,13 +806,22 @@ class HybridLinearBandit:
     @property
     def beta(self) -> np.ndarray:
         """Shared coefficients ``(k, m)``."""
-        return self._beta.copy()
+        return self._current_beta().copy()
+
+    def _current_beta(self) -> np.ndarray:
+        """``beta`` ``(k, m)``, formed as ``R g`` if single rows changed ``g`` since."""
+        if self._beta_stale:
+            self._beta = np.column_stack(
+                [self._R @ self._g[:, j] for j in range(self.m)]
+            )
+            self._beta_stale = False
+        return self._beta
 
     def theta(self, action_id: int) -> np.ndarray:
         """Per-action coefficients ``(d, m)`` of an active action: ``psi_a - G_a^T
         beta``."""
         j = self._pos(action_id)
-        gb = self._beta_blocks(self._beta)[j]  # (d, m)
+        gb = self._beta_blocks(self._current_beta())[j]  # (d, m)
         psi = self._Ab[j] + self.lam_action * self._Ainv[j] @ gb
         return psi - gb
 
@@ -745,84 +844,65 @@ class HybridLinearBandit:
 
     def _C(self) -> np.ndarray:
         """``G_a^T A_0^{-1} G_a`` per action ``(K, d, d)``, for scoring many contexts
-        at once."""
+        at once: block ``(p, q)`` of ``A_0^{-1}`` weighted by ``phi_ap phi_aq``."""
         if "C" not in self._lazy:
-            A0inv = self._A0inv()
-            blocks = A0inv.reshape(self.p, self.d, self.p, self.d)
-            self._lazy["C"] = np.einsum(
-                "ap,aq,pdqe->ade", self._phi, self._phi, blocks, optimize=True
-            )
+            dense = self._pair_structure()[3]
+            self._lazy["C"] = np.einsum("ia,ide->ade", dense, self._blocks())
         return self._lazy["C"]
 
-    def _apply_Ainv(self, xs: np.ndarray) -> np.ndarray:
+    def _apply_Ainv(self, xs: np.ndarray, exact: bool = True) -> np.ndarray:
         """``A_a^{-1} x`` for every action and context: ``(n, K, d)`` as one matrix
-        product."""
+        product; ``exact=False`` reads the ``width_dtype`` copy of the ``A_a^{-1}``."""
         K, d = self._Ainv.shape[0], self.d
+        Ainv = self._Ainv if exact else self._Ainv_w
         return (
-            (self._Ainv.reshape(K * d, d) @ xs.T)
+            (Ainv.reshape(K * d, d) @ xs.T.astype(Ainv.dtype))
             .reshape(K, d, xs.shape[0])
             .transpose(2, 0, 1)
         )
 
     def _shared_var(self, Y: np.ndarray) -> np.ndarray:
         """``u^T A_0^{-1} u`` with ``u = lambda_a G_a y_a``, for ``Y`` ``(n, K, d)``:
-        ``(n, K)``."""
+        ``(n, K)``.
+
+        ``u^T A_0^{-1} u = sum_pq phi_ap phi_aq y^T B_pq y`` over the cached blocks
+        ``B_pq`` of ``A_0^{-1}`` where both ``phi_ap`` and ``phi_aq`` are non-zero:
+        ``O(K d^2)`` per context for one-hot action features. Many contexts go through
+        the per-action matrices ``G_a^T A_0^{-1} G_a`` instead.
+        """
         n, K = Y.shape[0], Y.shape[1]
         lam2 = self.lam_action**2
-        # many contexts: go through the cached (K, d, d) matrices
         if n * self.k > 4 * K * self.d:
             return lam2 * np.einsum("nad,ade,nae->na", Y, self._C(), Y, optimize=True)
-        if self.exploration == "ucb":
-            # Few contexts, learning online: u^T A_0^{-1} u = sum_pq phi_ap phi_aq y^T
-            # B_pq y
-            # over the blocks B_pq of the cached A_0^{-1} where both phi_ap, phi_aq !=
-            # 0:
-            # O(K d^2) per decision for one-hot action features, never more than through
-            # R.
-            B = self._A0inv().reshape(self.p, self.d, self.p, self.d)
-            out = np.zeros((n, K))
-            for p, q in self._support_pairs():
-                rows = np.flatnonzero(self._phi[:, p] * self._phi[:, q])
-                Yr = Y[:, rows]  # (n, r, d)
-                quad = np.einsum("nrd,nrd->nr", Yr @ B[p, :, q, :], Yr)
-                out[:, rows] += (self._phi[rows, p] * self._phi[rows, q])[
-                    None, :
-                ] * quad
-            return lam2 * out
-        # Few contexts: ||R^T u||^2, with u = kron(phi_a, y_a) built only for non-zero
-        # phi_ap.
-        out = np.zeros((n, K, self.k))
-        R = self._R.reshape(self.p, self.d, self.k)
-        for p in range(self.p):
-            rows = np.flatnonzero(self._phi[:, p])
-            if rows.size:
-                out[:, rows] += self._phi[rows, p][None, :, None] * (Y[:, rows] @ R[p])
-        return lam2 * np.einsum("nak,nak->na", out, out)
+        B = self._blocks()
+        _, rows, weights, _ = self._pair_structure()
+        out = np.zeros((n, K))
+        for i in range(B.shape[0]):
+            Yr = Y[:, rows[i]]  # (n, r, d)
+            quad = np.einsum("nrd,nrd->nr", Yr @ B[i], Yr)
+            out[:, rows[i]] += weights[i] * quad
+        return lam2 * out
 
-    def _support_pairs(self) -> list[tuple[int, int]]:
-        """Pairs ``(p, q)`` of action-feature columns both non-zero for some action."""
-        if "pairs" not in self._lazy:
-            nz = self._phi != 0
-            both = np.einsum("ap,aq->pq", nz, nz)
-            self._lazy["pairs"] = np.argwhere(both)
-        return [(int(p), int(q)) for p, q in self._lazy["pairs"]]
-
-    def ucb_width(self, contexts: np.ndarray) -> np.ndarray:
-        """``sqrt(s)``: the posterior standard deviation of ``x . psi_a`` (unit noise).
-
-        ``s = x^T A_a^{-1} x + lambda_a^2 y^T G_a^T A_0^{-1} G_a y`` with ``y = A_a^{-1}
-        x``, equal to Li et al.'s four-term width: ``O(K d^2 + nnz(phi) d k)`` per
-        decision.
-        """
-        x = self._check_contexts(contexts)
+    def _width(self, x: np.ndarray, exact: bool) -> np.ndarray:
+        """Posterior standard deviation of ``x . psi_a`` for checked contexts ``x``."""
         out = np.empty((x.shape[0], self._ids.shape[0]))
         for s in range(0, x.shape[0], _CHUNK):
             xs = x[s : s + _CHUNK]
-            Y = self._apply_Ainv(xs)
-            out[s : s + _CHUNK] = np.sqrt(
-                np.maximum(np.einsum("nad,nd->na", Y, xs) + self._shared_var(Y), 0.0)
-            )
+            Y = self._apply_Ainv(xs, exact)
+            own = np.einsum("nad,nd->na", Y, xs.astype(Y.dtype))
+            out[s : s + _CHUNK] = np.sqrt(np.maximum(own + self._shared_var(Y), 0.0))
         return out
+
+    def ucb_width(self, contexts: np.ndarray) -> np.ndarray:
+        """``sqrt(s)``: the posterior standard deviation of ``x . psi_a`` (unit noise),
+        in float64.
+
+        ``s = x^T A_a^{-1} x + lambda_a^2 y^T G_a^T A_0^{-1} G_a y`` with ``y = A_a^{-1}
+        x``, equal to Li et al.'s four-term width: ``O(K d^2)`` per decision for one-hot
+        action features. (UCB decisions compute the same from the ``width_dtype`` copy
+        of the ``A_a^{-1}``.)
+        """
+        return self._width(self._check_contexts(contexts), exact=True)
 
     def scores(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The index the learner maximises, ``(n, K_active)``, and the action ids
@@ -832,7 +912,8 @@ class HybridLinearBandit:
         if self.exploration == "greedy" or self.alpha == 0.0:
             return mean, ids
         if self.exploration == "ucb":
-            return mean + self.alpha * self._scale() * self.ucb_width(x), ids
+            exact = self.width_dtype == np.float64
+            return mean + self.alpha * self._scale() * self._width(x, exact), ids
         if self.sample_per == "batch":
             costs = self.cost_weight * self._costs[None, :]
             return x @ self._sample_psi().T - costs, ids
@@ -883,16 +964,18 @@ class HybridLinearBandit:
         ``x . psi_a = x . psi_hat_a + lambda_a y_a . G_a^T delta + x . eta_a`` with
         ``delta ~ N(0, v^2 A_0^{-1})`` (shared by the actions, drawn as ``v R eps``) and
         ``x . eta_a ~ N(0, v^2 x^T A_a^{-1} x)`` independent across actions: a scalar
-        draw per action. Exact for the joint posterior, ``O(K d^2 + k^2)`` per decision.
+        draw per action. Exact for the joint posterior, ``O(K d^2 + k^2)`` per decision;
+        ``y_a`` is computed from the ``width_dtype`` copy of the ``A_a^{-1}``.
         """
         n, K = x.shape[0], self._ids.shape[0]
+        exact = self.width_dtype == np.float64
         v = self.alpha * self._scale()
         out = np.empty((n, K))
         for s in range(0, n, _CHUNK):
             xs = x[s : s + _CHUNK]
             ns = xs.shape[0]
-            Y = self._apply_Ainv(xs)  # y_a = A_a^{-1} x
-            q = np.einsum("nad,nd->na", Y, xs)
+            Y = self._apply_Ainv(xs, exact)  # y_a = A_a^{-1} x
+            q = np.einsum("nad,nd->na", Y, xs.astype(Y.dtype))
             delta = v * self.rng.standard_normal((ns, self.k)) @ self._R.T  # (ns, k)
             gb = np.einsum("ap,npd->nad", self._phi, delta.reshape(ns, self.p, self.d))
             shared = self.lam_action * np.einsum("nad,nad->na", Y, gb)
@@ -967,21 +1050,27 @@ class HybridLinearBandit:
         """Memory of the shared statistics and per action (the scaling a capacity plan
         needs).
 
-        Per action: ``A_a`` and ``A_a^{-1}`` (``d x d`` each), ``b_a`` and ``A_a^{-1}
+        Per action: ``A_a`` and ``A_a^{-1}`` (``d x d`` float64 each), the copy of
+        ``A_a^{-1}`` in ``width_dtype`` that decisions read, ``b_a`` and ``A_a^{-1}
         b_a`` (``d x m``), features and cost. Shared: ``R``, the retired terms and
-        ``beta``. Lazily cached scoring matrices (``psi``, and for batch scoring
-        ``C``/Cholesky factors) are reported apart.
+        ``beta``. Caches built on first use are reported apart (``cached``): ``psi``,
+        the blocks of ``A_0^{-1}`` that widths read, and for batch scoring ``C`` and
+        Cholesky factors.
         """
         d, m, p = self.d, self.m, self.p
-        per_action = 8 * (2 * d * d + 2 * d * m + p + 1)
+        per_action = (
+            8 * (2 * d * d + 2 * d * m + p + 1) + self.width_dtype.itemsize * d * d
+        )
         shared = (
             self._R.nbytes
             + self._A0_retired.nbytes
             + self._b0_retired.nbytes
             + self._beta.nbytes
+            + self._g.nbytes
         )
         K = self._ids.shape[0]
         cached = sum(v.nbytes for v in self._lazy.values())
+        cached += 0 if self._B is None else self._B.nbytes
         return {
             "shared": int(shared),
             "per_action": int(per_action),
