@@ -103,7 +103,9 @@ def true_value_of_mix(
     )
     if mix.p_low == 0.0:
         return high
-    low = sim.evaluate_policy(config, policy_of(mix.lam_low), n_users=n_users, seed=seed)
+    low = sim.evaluate_policy(
+        config, policy_of(mix.lam_low), n_users=n_users, seed=seed
+    )
     p = mix.p_low
     se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))  # noqa: E731
     return sim.PolicyValue(
