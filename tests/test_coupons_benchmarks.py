@@ -22,7 +22,7 @@ def load(name: str):
 
 @pytest.mark.parametrize("name, keys", [
     ("coupons_lambda_compute", {"machine", "settings", "routes", "equal_quality", "equal_quality_one_se",
-                                "budget_use", "learning_curve", "validation"}),
+                                "budget_use", "budget_use_summary", "learning_curve", "validation"}),
     ("coupons_rbcq_speed", {"machine", "settings", "speed", "memory"}),
 ])
 def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> None:
@@ -43,7 +43,16 @@ def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> Non
         assert eq["tolerance"] == payload["settings"]["tolerance"]  # stated up front, not fitted
         val = payload["validation"]
         assert val["margin"] >= 0 and val["search_target"] == pytest.approx(payload["settings"]["budget"] - val["margin"])
-        assert {"rollout_cost", "eligible_ceiling_logged_states"} <= set(payload["learning_curve"][0])
+        # the margin is calibrated on validation seeds, never on the measured ones
+        assert set(val["seeds"]) == set(payload["settings"]["validation_seeds"])
+        assert not set(val["seeds"]) & set(payload["settings"]["seeds"])
+        assert all({"seed", "length", "error", "estimated_cost", "true_cost"} <= set(r) for r in val["rows"])
+        assert {"rollout_cost", "eligible_ceiling_logged_states", "eligible_ceiling_own_states",
+                "route"} <= set(payload["learning_curve"][0])
+        at0 = [c for c in payload["learning_curve"] if c["lambda"] == 0.0]
+        assert at0 and all("ceiling_policy_retention" in c for c in at0)
+        summary = payload["budget_use_summary"]["rollout_with_margin"]
+        assert {"runs_binding", "within_budget", "at_least_097_within", "seeds_all_binding_runs_ok"} <= set(summary)
     else:
         assert payload["memory"]["explicit_over_logged"] > 1
         assert all(s["rbcq_steps_per_s"] > 0 for s in payload["speed"])

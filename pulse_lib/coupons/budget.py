@@ -267,3 +267,43 @@ def randomise(search: LambdaSearch, budget: float) -> PolicyMix:
         search.over_cost,
         search.cost,
     )
+
+
+@dataclass(frozen=True)
+class SafetyMargin:
+    """How far below the budget a search should aim, calibrated on validation runs.
+
+    ``errors`` are (true - estimated) spends of the mixes a search chose on validation
+    trainings that the measured runs do not use; ``margin = max(0, mean + k sd)``.
+    """
+
+    margin: float  # per user-day; the search aims at budget - margin
+    mean_error: float  # mean (true - estimated) spend over the validation runs
+    sd_error: float  # their standard deviation (ddof = 1): run-to-run variation
+    n_runs: int  # validation runs
+    k: float  # standard deviations added to the mean
+
+    def target(self, budget: float) -> float:
+        """The spend the search aims at: ``budget - margin``."""
+        return budget - self.margin
+
+
+def calibrate_margin(errors: Sequence[float], k: float = 2.0) -> SafetyMargin:
+    """The safety margin from the evaluator's errors on validation runs.
+
+    The mean corrects the evaluator's bias at the point the search lands; ``k``
+    standard deviations of the error *from run to run* (not the Monte-Carlo error of one
+    estimate, which is much smaller) cover a new run whose error differs from the mean.
+    With normal errors, ``k = 2`` leaves about a 2% chance of overspending by more than
+    nothing. Needs at least two finite errors.
+    """
+    values = np.asarray(list(errors), dtype=float)
+    if values.ndim != 1 or values.size < 2 or not np.all(np.isfinite(values)):
+        raise ConfigError(
+            "calibrate_margin needs at least two finite validation errors, got "
+            f"{values.tolist()[:5]}"
+        )
+    if not np.isfinite(k) or k < 0:
+        raise ConfigError(f"k must be a finite number >= 0, got {k}")
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    return SafetyMargin(max(0.0, mean + k * sd), mean, sd, int(values.size), float(k))

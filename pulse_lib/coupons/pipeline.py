@@ -15,7 +15,9 @@ and seconds, so the chapter and the benchmark compare compute.
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +26,8 @@ import numpy as np
 
 from pulse_lib.coupons import simulator as sim
 from pulse_lib.coupons.budget import (
+    BudgetInfeasibleError,
+    BudgetNotBindingWarning,
     LambdaSearch,
     PolicyMix,
     randomise,
@@ -32,6 +36,7 @@ from pulse_lib.coupons.budget import (
 from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler
 from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states
+from pulse_lib.coupons.response_model import ResponseModel
 from pulse_lib.coupons.simulator import COUPON_VALUES
 from pulse_lib.errors import SchemaError
 
@@ -75,23 +80,41 @@ class BudgetRun:
         on its own (same seed) and combined; the standard errors combine likewise
         (independent runs).
         """
-        high = sim.evaluate_policy(
-            config, self.policy(self.mix.lam_high), n_users=n_users, seed=seed
-        )
-        if self.mix.p_low == 0.0:
-            return high
-        low = sim.evaluate_policy(
-            config, self.policy(self.mix.lam_low), n_users=n_users, seed=seed
-        )
-        p = self.mix.p_low
-        se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))  # noqa: E731
-        return sim.PolicyValue(
-            self.mix.combine(low.retention, high.retention),
-            self.mix.combine(low.cost, high.cost),
-            se(low.retention_se, high.retention_se),
-            se(low.cost_se, high.cost_se),
-            n_users,
-        )
+        return true_value_of_mix(config, self.policy, self.mix, n_users, seed)
+
+
+def true_value_of_mix(
+    config: sim.CouponSimConfig,
+    policy_of: Callable[[float], sim.Policy],
+    mix: PolicyMix,
+    n_users: int,
+    seed: int,
+) -> sim.PolicyValue:
+    """Ground truth of a per-user mix of ``policy_of(mix.lam_low)`` and
+    ``policy_of(mix.lam_high)``.
+
+    Per-user randomisation makes the mix's expected retention and cost the
+    ``p``-weighted averages of the two policies' values, so each policy is simulated on
+    its own (same seed) and combined; the standard errors combine likewise (independent
+    runs).
+    """
+    high = sim.evaluate_policy(
+        config, policy_of(mix.lam_high), n_users=n_users, seed=seed
+    )
+    if mix.p_low == 0.0:
+        return high
+    low = sim.evaluate_policy(
+        config, policy_of(mix.lam_low), n_users=n_users, seed=seed
+    )
+    p = mix.p_low
+    se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))  # noqa: E731
+    return sim.PolicyValue(
+        mix.combine(low.retention, high.retention),
+        mix.combine(low.cost, high.cost),
+        se(low.retention_se, high.retention_se),
+        se(low.cost_se, high.cost_se),
+        n_users,
+    )
 
 
 def _check_dataset(dataset: CouponDataset) -> None:
@@ -158,6 +181,44 @@ def lambda_generalized(
         time.perf_counter() - start,
         len(search.evaluations),
     )
+
+
+def search_and_mix(
+    cost_of: Callable[[float], float],
+    aim: float,
+    tol: float = 1e-3,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> tuple[LambdaSearch, PolicyMix]:
+    """Bisection on λ in ``[low, high]`` towards the spend ``aim``, then the randomised
+    mix of the final bracket -- the search every route of the book uses.
+
+    Estimates outside :data:`COST_RANGE` are flagged and never selected. If no λ is
+    estimated within ``aim`` (even λ = ``high`` spends more), the cheapest policy
+    (λ = ``high``) is returned with a NaN cost and flagged, so a caller can report the
+    failure instead of crashing; a budget that does not bind returns λ = ``low``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BudgetNotBindingWarning)
+        try:
+            search = search_bisection(cost_of, aim, low, high, tol, *COST_RANGE)
+        except BudgetInfeasibleError:
+            nan = math.nan
+            failed = LambdaSearch(high, nan, [(high, nan)], flagged=[(high, nan)])
+            return failed, PolicyMix(high, high, 0.0, nan, nan)
+    return search, randomise(search, aim)
+
+
+def rollout_cost_of(
+    model: ResponseModel,
+    policy_of: Callable[[float], sim.Policy],
+    starts: np.ndarray,
+    seed: int,
+) -> Callable[[float], float]:
+    """``λ -> estimated spend`` of ``policy_of(λ)``, by rollouts through ``model`` from
+    the day-0 states ``starts`` (the same ``seed`` at every λ: common random numbers,
+    so two nearby λ differ only through their policies)."""
+    return lambda lam: model.rollout(policy_of(lam), starts, seed=seed).cost
 
 
 def per_lambda_retraining(
