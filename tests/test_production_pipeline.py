@@ -3,6 +3,7 @@ local Ray and on a two-node Ray cluster started here (``ray start``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -188,6 +189,7 @@ def local_run(raw_log: Path, tmp_path_factory: pytest.TempPathFactory) -> P.Pipe
     return P.run_pipeline(raw_log, out, TINY, temp_dir=str(temp))
 
 
+@pytest.mark.ray
 def test_pipeline_end_to_end_on_local_ray(local_run: P.PipelineResult, raw_log: Path,
                                           tmp_path: Path) -> None:
     r = local_run
@@ -220,6 +222,7 @@ def test_pipeline_end_to_end_on_local_ray(local_run: P.PipelineResult, raw_log: 
     pd.testing.assert_frame_equal(plain, decisions, check_dtype=False)
 
 
+@pytest.mark.ray
 def test_scoring_refuses_states_of_another_feature_version(
     local_run: P.PipelineResult,
 ) -> None:
@@ -245,6 +248,50 @@ def _ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=180)
 
 
+@pytest.mark.ray
+def _processes_of(markers: list[str]) -> list[int]:
+    """Processes whose command line holds one of ``markers``, and their descendants:
+    the cluster this test started (its port, its temp dir), nothing else."""
+    parent: dict[int, int] = {}
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+            parent[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid != os.getpid() and any(m in cmd for m in markers):
+            found.add(pid)
+    grew = True
+    while grew:
+        kids = {p for p, pp in parent.items() if pp in found and p not in found}
+        found |= kids
+        grew = bool(kids)
+    return sorted(found)
+
+
+def _stop_cluster(markers: list[str]) -> None:
+    """Stop only this test's Ray nodes, by process id (``ray stop`` would stop every
+    Ray process of the user on the machine, other jobs' included)."""
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _processes_of(markers)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while _processes_of(markers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _processes_of(markers):
+            return
+
+
 def test_two_node_cluster_gives_the_local_results(
     local_run: P.PipelineResult, raw_log: Path, tmp_path: Path
 ) -> None:
@@ -266,7 +313,8 @@ def test_two_node_cluster_gives_the_local_results(
         assert node.returncode == 0, node.stderr[-2000:]
         result = P.run_pipeline(raw_log, tmp_path / "run", TINY, address=address)
     finally:
-        _ray_cli("stop", "--force", env=env)
+        _stop_cluster([f"127.0.0.1:{port}", f"port={port}", str(head_tmp)])
+    assert not _processes_of([f"127.0.0.1:{port}", str(head_tmp)])
     assert len(result.nodes) == 2 and all(n["alive"] for n in result.nodes)
     assert [n["cpus"] for n in result.nodes] == [1.0, 1.0]
     assert result.alpha == local_run.alpha
