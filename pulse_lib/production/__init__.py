@@ -1,0 +1,2 @@
+"""PulseRL in production (Part VI): versioned artefacts, the pipeline, serving and
+monitoring."""
