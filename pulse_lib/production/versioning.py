@@ -1,4 +1,4 @@
-"""Versioned artefacts: a content hash and the recipe beside every dataset, MDP and agent.
+"""Versioned artefacts: a content hash and the recipe beside each dataset, MDP, agent.
 
 PulseRL kept code, datasets, MDP definitions and agents under version control. Here each
 artefact (a file or a directory) gets a small JSON **manifest** beside it,
@@ -9,15 +9,15 @@ artefact (a file or a directory) gets a small JSON **manifest** beside it,
 - ``config``: the settings that made it (any JSON-serialisable mapping or a dataclass);
 - ``schema``: the :class:`FeatureSchema` of its rows (ordered feature names and a
   feature version), if it has one;
-- ``code``: the ``pulse_lib`` version and, in a git checkout, the commit (and whether the
-  working tree had uncommitted changes);
+- ``code``: the ``pulse_lib`` version and, in a git checkout, the commit (and whether
+  the working tree had uncommitted changes);
 - ``parents``: the manifests it was made from (kind, name and content digest), so a
   decision can be traced back to the events that produced it.
 
 :func:`verify` recomputes the digest and raises
 :class:`~pulse_lib.errors.DataFormatError` naming the file that changed. A
-:class:`VersionedAgent` wraps a trained :class:`~pulse_lib.pulserl.agents.QuantileQNetwork`
-with its schema and refuses (:class:`~pulse_lib.errors.SchemaError`, naming the
+:class:`VersionedAgent` wraps a trained
+:class:`~pulse_lib.pulserl.agents.QuantileQNetwork` with its schema and refuses (:class:`~pulse_lib.errors.SchemaError`, naming the
 difference) to score data of another feature list or feature version.
 
 >>> from pulse_lib.production.versioning import FeatureSchema
