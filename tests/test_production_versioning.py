@@ -1,4 +1,4 @@
-"""Manifests, content hashes and the versioned agent (pulse_lib.production.versioning)."""
+"""Manifests, content hashes, the versioned agent (pulse_lib.production.versioning)."""
 
 from __future__ import annotations
 
