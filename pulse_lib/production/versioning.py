@@ -18,8 +18,8 @@ artefact (a file or a directory) gets a small JSON **manifest** beside it,
 :class:`~pulse_lib.errors.DataFormatError` naming the file that changed. A
 :class:`VersionedAgent` wraps a trained
 :class:`~pulse_lib.pulserl.agents.QuantileQNetwork` with its schema and refuses
-(:class:`~pulse_lib.errors.SchemaError`, naming the difference) to score data of another feature
-list or feature version.
+(:class:`~pulse_lib.errors.SchemaError`, naming the difference) to score data
+of another feature list or feature version.
 
 >>> from pulse_lib.production.versioning import FeatureSchema
 >>> a = FeatureSchema(("x", "y"), "1")
