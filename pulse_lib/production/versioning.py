@@ -29,6 +29,7 @@ of another feature list or feature version.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import functools
@@ -755,11 +756,39 @@ class VersionedAgent:
                 f"the network takes {self.architecture['n_features']} features but the "
                 f"schema lists {schema.width}"
             )
-        self.net = net.eval()
+        # a frozen copy: training the original further cannot change what this
+        # version scores
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
         self.schema = schema
         self.config = _jsonable({} if config is None else config, "config")
         self.manifest = manifest
-        self.digest = _weights_digest(net, schema, self.architecture)
+        self.digest = _weights_digest(self.net, schema, self.architecture)
+        self._prepare_small_batches()
+
+    def _prepare_small_batches(self) -> None:
+        """Transposed hidden weights and the mean-over-quantiles head, once: a single
+        decision then costs three matrix products and no copies of the weights."""
+        import torch
+        from torch import nn
+
+        net = self.net
+        linears = [layer for layer in net.body if isinstance(layer, nn.Linear)]
+        self._hidden = [(m.weight.t().contiguous(), m.bias) for m in linears[:-1]]
+        head = linears[-1]
+        shape = (net.n_actions, net.n_quantiles)
+        self._w_mean = head.weight.view(*shape, -1).mean(dim=1).t().contiguous()
+        self._b_mean = head.bias.view(*shape).mean(dim=1)
+        self._torch = torch
+
+    def _small_q(self, obs: np.ndarray) -> np.ndarray:
+        """The same products as :func:`~pulse_lib.pulserl.agents.score_mean_q` for
+        up to one chunk of rows, with the prepared weights."""
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(obs)
+            for weight, bias in self._hidden:
+                x = torch.addmm(bias, x, weight).relu_()
+            return torch.addmm(self._b_mean, x, self._w_mean).numpy()
 
     @classmethod
     def from_cql(
@@ -899,12 +928,23 @@ class VersionedAgent:
         ``obs`` must be ``(n, width)`` and finite (SchemaError naming the row
         otherwise).
         """
-        from pulse_lib.pulserl.agents import score_mean_q
+        from pulse_lib.pulserl.agents import SCORING_CHUNK, score_mean_q
         from pulse_lib.validation import check_array
 
         self.check_schema(schema)
-        arr = check_array("obs", obs, shape=(None, self.schema.width))
-        return score_mean_q(self.net, arr.astype(np.float32))
+        if not (
+            isinstance(obs, np.ndarray)
+            and obs.dtype.kind == "f"
+            and obs.ndim == 2
+            and obs.shape[1] == self.schema.width
+            and obs.shape[0] > 0
+            and np.isfinite(obs).all()
+        ):  # the full check, with its error naming the row, only when needed
+            obs = check_array("obs", obs, shape=(None, self.schema.width))
+        arr = np.ascontiguousarray(obs, dtype=np.float32)
+        if arr.shape[0] <= SCORING_CHUNK:
+            return self._small_q(arr)
+        return score_mean_q(self.net, arr)
 
     def decide(self, obs: Any, schema: FeatureSchema) -> tuple[np.ndarray, np.ndarray]:
         """Greedy actions ``(n,)`` and Q-values ``(n, actions)`` of rows ``obs``."""
