@@ -383,12 +383,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument(
-        "--fd",
-        type=int,
-        default=None,
-        help="serve on this inherited, bound socket instead of a port",
-    )
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     parser.add_argument(
         "--agent-root",
@@ -404,12 +398,9 @@ def main(argv: list[str] | None = None) -> None:
         max_batch=args.max_batch,
         agent_root=args.agent_root,
     )
-    if args.fd is not None:
-        uvicorn.run(app, fd=args.fd, log_level="warning", access_log=False)
-    else:
-        uvicorn.run(
-            app, host=args.host, port=args.port, log_level="warning", access_log=False
-        )
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":
