@@ -404,4 +404,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the imported module's main, not this __main__ copy: the request models must
+    # be the ones pydantic resolves in pulse_lib.production.serving
+    from pulse_lib.production.serving import main as _main
+
+    _main()
