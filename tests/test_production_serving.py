@@ -272,9 +272,13 @@ def test_bad_requests_get_4xx_naming_the_problem(
 
 
 def _load(
-    url_port: int, jobs: list[tuple[int, np.ndarray]], threads: int
+    url_port: int,
+    jobs: list[tuple[int, np.ndarray]],
+    threads: int,
+    progress: list | None = None,
 ) -> list[dict]:
-    """Send each job as ``POST /decide`` from ``threads`` keep-alive connections."""
+    """Send each job as ``POST /decide`` from ``threads`` keep-alive connections
+    (appending to ``progress``, if given, as each answer arrives)."""
     local = threading.local()
 
     def one(job: tuple[int, np.ndarray]) -> dict:
@@ -289,6 +293,8 @@ def _load(
         except (OSError, http.client.HTTPException, ValueError) as exc:  # counted
             local.conn = http.client.HTTPConnection("127.0.0.1", url_port, timeout=30)
             status, body = -1, {"error": repr(exc)}
+        if progress is not None:
+            progress.append(status)
         return {
             "user": user,
             "start": start,
@@ -332,9 +338,13 @@ def test_swap_under_load_loses_nothing(setup):
     users = np.random.default_rng(2).integers(0, N_USERS, n)
     swapped: dict[str, float] = {}
 
+    done: list = []
+
     def swap_midway() -> None:
-        # wait until the load is running, then swap over HTTP
-        time.sleep(0.3)
+        # wait until a fifth of the load is answered, then swap over HTTP
+        deadline = time.monotonic() + 60
+        while len(done) < n // 5 and time.monotonic() < deadline:
+            time.sleep(0.005)
         with httpx.Client(base_url=setup["server"].url, timeout=30) as c:
             swapped["sent"] = time.perf_counter()
             r = c.post("/admin/swap", json={"path": "b"})
@@ -344,7 +354,7 @@ def test_swap_under_load_loses_nothing(setup):
 
     swapper = threading.Thread(target=swap_midway)
     swapper.start()
-    results = _load(port, [(int(u), obs[u]) for u in users], threads=6)
+    results = _load(port, [(int(u), obs[u]) for u in users], threads=6, progress=done)
     swapper.join()
     assert swapped["status"] == 200, swapped
     assert swapped["body"] == {"previous": a.version, "current": b.version}
