@@ -7,7 +7,9 @@ agent, write the decisions) is timed
 
 - on a local Ray with 2 CPUs and with 1 CPU (scaling from 1 to 2 cores), and
 - in one plain Python process, shard by shard, with no Ray at all (the same functions:
-  Ray's overhead is the difference with the 1-CPU Ray run),
+  Ray's overhead is the difference with the 1-CPU Ray run); these two comparisons run
+  for sizes up to ``--compare-up-to`` (1M by default: the 10M size gets the 2-CPU run,
+  its throughput and memory, to keep the benchmark within an hour here),
 
 while a sampler thread reads ``/proc`` every 0.2 s for the whole process tree (this
 process, Ray's GCS, raylet and every worker): peak resident memory summed over the tree
@@ -172,6 +174,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder")
     parser.add_argument("--usd-per-core-hour", type=float, default=0.04)
+    parser.add_argument(
+        "--compare-up-to",
+        type=int,
+        default=1_000_000,
+        help="largest size also run on 1 CPU and in one process (scaling, overhead)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> Path:
     from pulse_lib.production import events as E
     from pulse_lib.production import pipeline as P
 
-    sizes = [4_000, 8_000] if args.quick else sorted(args.sizes)
+    sizes = [4_000] if args.quick else sorted(args.sizes)
     shard_size = 2_000 if args.quick else 100_000
     train = (
         P.PipelineConfig(train_users=1_000, n_steps=50, alphas=(0.5, 4.0))
@@ -249,14 +257,17 @@ def main(argv: list[str] | None = None) -> Path:
         entry["ray_2cpu"] = _timed_daily(raw, agent_dir, out, num_cpus=2, use_ray=True)
         write_results(NAME, payload | {"results": {**payload["results"], key: entry}},
                       args.out_dir)
-        entry["ray_1cpu"] = _timed_daily(raw, agent_dir, out, num_cpus=1, use_ray=True)
-        entry["one_process"] = _timed_daily(raw, agent_dir, out, num_cpus=1, use_ray=False)
-        entry["scaling_2_over_1_cpu"] = round(
-            entry["ray_2cpu"]["users_per_s"] / entry["ray_1cpu"]["users_per_s"], 3
-        )
-        entry["ray_1cpu_over_one_process_time"] = round(
-            entry["ray_1cpu"]["wall_s"] / entry["one_process"]["wall_s"], 3
-        )
+        if args.quick or n_users <= args.compare_up_to:
+            entry["ray_1cpu"] = _timed_daily(raw, agent_dir, out, num_cpus=1, use_ray=True)
+            entry["one_process"] = _timed_daily(
+                raw, agent_dir, out, num_cpus=1, use_ray=False
+            )
+            entry["scaling_2_over_1_cpu"] = round(
+                entry["ray_2cpu"]["users_per_s"] / entry["ray_1cpu"]["users_per_s"], 3
+            )
+            entry["ray_1cpu_over_one_process_time"] = round(
+                entry["ray_1cpu"]["wall_s"] / entry["one_process"]["wall_s"], 3
+            )
         payload["results"][key] = entry
         payload["finished"].append(n_users)
         payload["projection"] = projection(payload, args.usd_per_core_hour)
@@ -276,6 +287,14 @@ def projection(payload: dict[str, Any], usd_per_core_hour: float) -> dict[str, A
     rate = payload["results"][f"{n}_users"]["ray_2cpu"]["users_per_s_per_core"]
     users = 100_000_000
     core_hours = users / rate / 3600.0
+    marginal = None
+    if len(done) >= 2:  # the rate of the users beyond the smaller size: no fixed costs
+        small, large = sorted(done)[-2:]
+        t_small, t_large = (
+            payload["results"][f"{m}_users"]["ray_2cpu"]["wall_s"] for m in (small, large)
+        )
+        if t_large > t_small:
+            marginal = round((large - small) / (t_large - t_small) / 2)
     training = payload.get("training_run", {}).get("tune_core_s", 0.0) / 3600.0
     return {
         "label": "PROJECTION (linear in users; no cluster start-up, storage, network)",
@@ -283,6 +302,7 @@ def projection(payload: dict[str, Any], usd_per_core_hour: float) -> dict[str, A
         "from_size": n,
         "users_per_s_per_core_used": rate,
         "daily_scoring_core_hours": round(core_hours, 3),
+        "marginal_users_per_s_per_core_between_sizes": marginal,
         "training_core_hours": round(training, 4),
         "usd_per_core_hour_assumed": usd_per_core_hour,
         "daily_usd": round((core_hours + training) * usd_per_core_hour, 4),

@@ -326,3 +326,38 @@ def test_two_node_cluster_gives_the_local_results(
     pd.testing.assert_frame_equal(
         result.trials.drop(columns="agent_dir"), local_run.trials.drop(columns="agent_dir")
     )
+
+
+@pytest.mark.ray
+def test_benchmark_quick_mode_writes_json(tmp_path: Path) -> None:
+    """``benchmarks/production_pipeline.py --quick``: every measurement runs on tiny
+    logs and lands in the results file."""
+    import importlib
+    import json
+
+    bench = str(ROOT / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        script = importlib.import_module("production_pipeline")
+    finally:
+        sys.path.remove(bench)
+    written = script.main(
+        ["--quick", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")]
+    )
+    payload = json.loads(Path(written).read_text())
+    assert payload["quick"] is True and payload["finished"] == [4_000]
+    for key in ("4000_users",):
+        entry = payload["results"][key]
+        for mode, cores in (("ray_2cpu", 2), ("ray_1cpu", 1), ("one_process", 1)):
+            run = entry[mode]
+            assert run["users"] == run["decisions_rows"] == entry["users"]
+            assert run["cores"] == cores and run["users_per_s"] > 0
+            assert run["peak_pss_tree_gb"] > 0 and run["peak_rss_tree_gb"] > 0
+        # the same agent decides the same whichever way the work is spread
+        assert entry["ray_2cpu"]["send_share"] == entry["one_process"]["send_share"]
+        assert entry["scaling_2_over_1_cpu"] > 0
+    proj = payload["projection"]
+    assert proj["label"].startswith("PROJECTION") and proj["users"] == 100_000_000
+    rate = payload["results"]["4000_users"]["ray_2cpu"]["users_per_s_per_core"]
+    assert proj["daily_scoring_core_hours"] == pytest.approx(1e8 / rate / 3600, rel=1e-3)
+    assert payload["training_run"]["alpha_chosen"] in (0.5, 4.0)

@@ -377,9 +377,10 @@ def ray_session(
     """Connect to Ray for the duration of a block; shut down only what it started.
 
     ``address=None`` starts a local Ray with ``num_cpus`` CPUs (no dashboard, worker
-    logs not echoed); ``address="host:port"`` joins a running cluster. Workers get the
-    driver's ``pulse_lib`` on their ``PYTHONPATH`` and one thread each. If Ray is
-    already initialised, the block uses that session as it is.
+    logs not echoed; its workers inherit this process's environment);
+    ``address="host:port"`` joins a running cluster, whose workers get the driver's
+    ``pulse_lib`` on their ``PYTHONPATH`` and one thread each. If Ray is already
+    initialised, the block uses that session as it is.
     """
     ray = _require_ray()
     if ray.is_initialized():
@@ -388,14 +389,17 @@ def ray_session(
     import logging
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    env = {"PYTHONPATH": _library_root(), "OMP_NUM_THREADS": "1"}
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
         "logging_level": logging.ERROR,
-        "runtime_env": {"env_vars": env},
     }
-    if address is None:
+    if address is not None:
+        # a cluster's workers were started by `ray start`, not by this process: point
+        # them at the driver's pulse_lib (a path on a shared disk for a real cluster)
+        env = {"PYTHONPATH": _library_root(), "OMP_NUM_THREADS": "1"}
+        kwargs["runtime_env"] = {"env_vars": env}
+    else:
         kwargs["num_cpus"] = num_cpus
         if object_store_memory is not None:
             kwargs["object_store_memory"] = object_store_memory
