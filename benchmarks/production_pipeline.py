@@ -11,7 +11,7 @@ agent, write the decisions) is timed
   for sizes up to ``--compare-up-to`` (1M by default: the 10M size gets the 2-CPU run,
   its throughput and memory, to keep the benchmark within an hour here),
 
-while a sampler thread reads ``/proc`` every 0.2 s for the whole process tree (this
+while a sampler thread reads ``/proc`` every 0.5 s for the whole process tree (this
 process, Ray's GCS, raylet and every worker): peak resident memory summed over the tree
 (RSS, which counts Ray's shared object store once per process mapping it: an upper
 bound) and peak proportional set size (PSS, shared pages split between processes: the
@@ -88,8 +88,9 @@ def _memory(pid: int) -> tuple[int, int]:
 class TreeMemory:
     """Samples RSS and PSS summed over this process and all its descendants."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
+        self.sampler_cpu_s = 0.0  #: CPU time the sampling thread itself used
         self.peak_rss = self.peak_pss = 0
         self.peak_processes = 0
         self._stop = threading.Event()
@@ -97,6 +98,7 @@ class TreeMemory:
 
     def _run(self) -> None:
         me = os.getpid()
+        start = time.thread_time()
         while not self._stop.is_set():
             pids = [me, *_children(me)]
             rss = pss = 0
@@ -107,6 +109,7 @@ class TreeMemory:
             self.peak_rss = max(self.peak_rss, rss)
             self.peak_pss = max(self.peak_pss, pss)
             self.peak_processes = max(self.peak_processes, len(pids))
+            self.sampler_cpu_s = time.thread_time() - start
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeMemory:
@@ -122,6 +125,7 @@ class TreeMemory:
             "peak_rss_tree_gb": round(self.peak_rss / 1e9, 3),
             "peak_pss_tree_gb": round(self.peak_pss / 1e9, 3),
             "peak_processes": self.peak_processes,
+            "memory_sampler_cpu_s": round(self.sampler_cpu_s, 2),
         }
 
 
