@@ -138,9 +138,7 @@ class EventsConfig:
     def shard_users(self, shard: int) -> tuple[int, int]:
         """``(first user_id, number of users)`` of shard ``shard``."""
         if not 0 <= shard < self.n_shards:
-            raise ConfigError(
-                f"shard must be in [0, {self.n_shards}), got {shard}"
-            )
+            raise ConfigError(f"shard must be in [0, {self.n_shards}), got {shard}")
         first = shard * self.shard_size
         return first, min(self.shard_size, self.n_users - first)
 
@@ -150,7 +148,7 @@ class EventsConfig:
 
 
 def shard_seed(seed: int, shard: int) -> int:
-    """The integer seed of one shard: independent streams for every ``(seed, shard)``."""
+    """The integer seed of one shard: independent streams per ``(seed, shard)``."""
     return int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
 
 
@@ -383,7 +381,8 @@ def list_shards(root: str | Path) -> list[int]:
     found = None
     for table in TABLES:
         names = {
-            int(p.stem.split("-")[1]) for p in (Path(root) / table).glob("shard-*.parquet")
+            int(p.stem.split("-")[1])
+            for p in (Path(root) / table).glob("shard-*.parquet")
         }
         found = names if found is None else found & names
     return sorted(found or ())

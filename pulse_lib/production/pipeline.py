@@ -246,7 +246,9 @@ def shard_transitions(log: ShardLog, simulator: SimulatorConfig) -> pd.DataFrame
         alive = states[day][1][who]
         if not alive.all():
             bad = int(feats.user_id[who[~alive][0]])
-            raise SchemaError(f"contacts: user {bad} contacted on day {day} after opting out")
+            raise SchemaError(
+                f"contacts: user {bad} contacted on day {day} after opting out"
+            )
         a = sent[rows].astype(float)
         register = feats.on_day(_CODE["sign_up"], day)[who]
         visualize = feats.on_day(_CODE["debt_viewed"], day)[who]
@@ -529,13 +531,22 @@ def _cql_trial(
 
     assert train is not None and holdout is not None and settings is not None
     torch.set_num_threads(1)
-    pipe = PipelineConfig(**{**settings["pipeline"], "alphas": tuple(settings["pipeline"]["alphas"]),
-                             "hidden": tuple(settings["pipeline"]["hidden"])})
+    pipe = PipelineConfig(
+        **{
+            **settings["pipeline"],
+            "alphas": tuple(settings["pipeline"]["alphas"]),
+            "hidden": tuple(settings["pipeline"]["hidden"]),
+        }
+    )
     alpha = float(config["alpha"])
     agent = TorchCQL(pipe.cql_config(alpha, settings["gamma"]), seed=pipe.seed)
     history = agent.fit(
-        train["obs"], train["action"], train["reward"], train["next_obs"],
-        train["done"], n_steps=pipe.n_steps,
+        train["obs"],
+        train["action"],
+        train["reward"],
+        train["next_obs"],
+        train["done"],
+        n_steps=pipe.n_steps,
     )
     fqe = fit_fqe_linear(holdout, agent.policy, settings["gamma"])
     path = Path(settings["agents_dir"]) / f"alpha-{alpha:g}"
@@ -748,8 +759,15 @@ def tune_alpha(
     results = tuner.fit()
     if results.errors:
         raise SetupError(f"a Tune trial failed: {results.errors[0]!r}")
-    keys = ("alpha", "fqe_value", "fqe_converged", "td_loss_last100", "send_share",
-            "agent_dir", "agent_version")
+    keys = (
+        "alpha",
+        "fqe_value",
+        "fqe_converged",
+        "td_loss_last100",
+        "send_share",
+        "agent_dir",
+        "agent_version",
+    )
     trials = pd.DataFrame([{k: r.metrics[k] for k in keys} for r in results])
     # best first; ties go to the smaller alpha (the order is the same on every run)
     trials = trials.sort_values(["fqe_value", "alpha"], ascending=[False, True])
@@ -863,7 +881,10 @@ def run_pipeline(
         best.save(out_dir / "agent", parents=[trans_manifest, mdp_manifest])
         start = time.perf_counter()
         score_users(
-            ray, out_dir / "states", out_dir / "agent", out_dir / "decisions",
+            ray,
+            out_dir / "states",
+            out_dir / "agent",
+            out_dir / "decisions",
             config,
         )
         timings["scoring"] = time.perf_counter() - start
