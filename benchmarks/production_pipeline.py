@@ -156,9 +156,7 @@ def _timed_daily(
         "wall_s": round(wall, 2),
         "users_per_s": round(n / wall),
         "users_per_s_per_core": round(n / wall / cores),
-        "driver_cpu_s": round(
-            (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 2
-        ),
+        "driver_cpu_s": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 2),
         "send_share": round(float(decisions["send"].mean()), 4),
         "decisions_rows": len(decisions),
         **mem.record(),
@@ -173,9 +171,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument(
-        "--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000]
-    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder")
     parser.add_argument("--usd-per-core-hour", type=float, default=0.04)
     parser.add_argument(
@@ -259,10 +255,15 @@ def main(argv: list[str] | None = None) -> Path:
             print("training", payload["training_run"], flush=True)
         out = work / "daily"
         entry["ray_2cpu"] = _timed_daily(raw, agent_dir, out, num_cpus=2, use_ray=True)
-        write_results(NAME, payload | {"results": {**payload["results"], key: entry}},
-                      args.out_dir)
+        write_results(
+            NAME,
+            payload | {"results": {**payload["results"], key: entry}},
+            args.out_dir,
+        )
         if args.quick or n_users <= args.compare_up_to:
-            entry["ray_1cpu"] = _timed_daily(raw, agent_dir, out, num_cpus=1, use_ray=True)
+            entry["ray_1cpu"] = _timed_daily(
+                raw, agent_dir, out, num_cpus=1, use_ray=True
+            )
             entry["one_process"] = _timed_daily(
                 raw, agent_dir, out, num_cpus=1, use_ray=False
             )
@@ -295,7 +296,8 @@ def projection(payload: dict[str, Any], usd_per_core_hour: float) -> dict[str, A
     if len(done) >= 2:  # the rate of the users beyond the smaller size: no fixed costs
         small, large = sorted(done)[-2:]
         t_small, t_large = (
-            payload["results"][f"{m}_users"]["ray_2cpu"]["wall_s"] for m in (small, large)
+            payload["results"][f"{m}_users"]["ray_2cpu"]["wall_s"]
+            for m in (small, large)
         )
         if t_large > t_small:
             marginal = round((large - small) / (t_large - t_small) / 2)

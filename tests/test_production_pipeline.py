@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = E.EventsConfig(n_users=2_500, shard_size=1_000, seed=7)
 #: the pipeline's tests: small and quick, every stage still runs
 TINY = P.PipelineConfig(
-    train_users=800, n_steps=60, alphas=(0.5, 4.0), hidden=(16, 16), num_cpus=2,
+    train_users=800,
+    n_steps=60,
+    alphas=(0.5, 4.0),
+    hidden=(16, 16),
+    num_cpus=2,
     score_batch_size=512,
 )
 
@@ -52,7 +56,9 @@ def test_event_tables_have_their_schema_and_bounded_shards(raw_log: Path) -> Non
         sizes.append(len(ids))
         assert set(log.events["event"].to_pylist()) <= set(E.EVENT_TYPES)
         ev_ids = log.events["user_id"].to_numpy()
-        assert ((ev_ids >= first) & (ev_ids < first + n)).all()  # the shard's users only
+        assert (
+            (ev_ids >= first) & (ev_ids < first + n)
+        ).all()  # the shard's users only
         day = log.contacts["day"].to_numpy()
         assert day.min() == 0 and day.max() == SMALL.n_days - 1
         prop = log.contacts["propensity"].to_numpy()
@@ -169,10 +175,14 @@ def test_bad_raw_tables_are_refused_by_name(raw_log: Path) -> None:
         P.PipelineConfig(alphas=())
 
 
-def test_a_log_of_another_schema_version_is_refused(raw_log: Path, tmp_path: Path) -> None:
+def test_a_log_of_another_schema_version_is_refused(
+    raw_log: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "raw"
     shutil.copytree(raw_log, copy)
-    V.write_manifest(copy, "events", {}, None, extra={"schema_version": "pulse-events/0"})
+    V.write_manifest(
+        copy, "events", {}, None, extra={"schema_version": "pulse-events/0"}
+    )
     with pytest.raises(SchemaError, match="schema 'pulse-events/0'"):
         P.daily_decisions(copy, tmp_path / "agent", tmp_path / "out", use_ray=False)
 
@@ -183,22 +193,26 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def local_run(raw_log: Path, tmp_path_factory: pytest.TempPathFactory) -> P.PipelineResult:
+def local_run(
+    raw_log: Path, tmp_path_factory: pytest.TempPathFactory
+) -> P.PipelineResult:
     out = tmp_path_factory.mktemp("local") / "run"
     temp = tmp_path_factory.mktemp("ray_local")
     return P.run_pipeline(raw_log, out, TINY, temp_dir=str(temp))
 
 
 @pytest.mark.ray
-def test_pipeline_end_to_end_on_local_ray(local_run: P.PipelineResult, raw_log: Path,
-                                          tmp_path: Path) -> None:
+def test_pipeline_end_to_end_on_local_ray(
+    local_run: P.PipelineResult, raw_log: Path, tmp_path: Path
+) -> None:
     r = local_run
     assert [n["alive"] for n in r.nodes] == [True]
     decisions = r.decisions()
     np.testing.assert_array_equal(decisions["user_id"], np.arange(SMALL.n_users))
     assert not decisions.loc[~decisions["eligible"], "send"].any()
     np.testing.assert_array_equal(
-        decisions["send"], (decisions["q_send"] > decisions["q_wait"]) & decisions["eligible"]
+        decisions["send"],
+        (decisions["q_send"] > decisions["q_wait"]) & decisions["eligible"],
     )
     assert sorted(r.trials["alpha"]) == [0.5, 4.0] and r.alpha in (0.5, 4.0)
     assert r.trials["fqe_value"].is_monotonic_decreasing
@@ -211,9 +225,13 @@ def test_pipeline_end_to_end_on_local_ray(local_run: P.PipelineResult, raw_log: 
     agent = V.VersionedAgent.load(r.agent_dir)
     assert dec.extra["agent_version"] == agent.version
     assert {p["artefact"] for p in V.read_manifest(r.agent_dir).parents} == {
-        "transitions", "mdp.json"}
-    assert V.read_manifest(r.states_dir).parents[0]["sha256"] == V.read_manifest(
-        raw_log).sha256
+        "transitions",
+        "mdp.json",
+    }
+    assert (
+        V.read_manifest(r.states_dir).parents[0]["sha256"]
+        == V.read_manifest(raw_log).sha256
+    )
     assert V.load_mdp(r.mdp_path).gamma == SMALL.simulator.gamma
     # the same daily work in one plain process decides exactly the same
     n = P.daily_decisions(raw_log, r.agent_dir, tmp_path / "plain", use_ray=False)
@@ -243,9 +261,14 @@ def _free_port() -> int:
 
 def _ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     ray_bin = Path(sys.executable).with_name("ray")
-    cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
-    return subprocess.run([*cmd, *args], env=env, capture_output=True, text=True,
-                          timeout=180)
+    cmd = (
+        [str(ray_bin)]
+        if ray_bin.exists()
+        else [sys.executable, "-m", "ray.scripts.scripts"]
+    )
+    return subprocess.run(
+        [*cmd, *args], env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.mark.ray
@@ -259,9 +282,15 @@ def _processes_of(markers: list[str]) -> list[int]:
             continue
         pid = int(entry)
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
-            parent[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (
+                Path(f"/proc/{pid}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
+            parent[pid] = int(
+                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            )
         except (OSError, ValueError, IndexError):
             continue
         if pid != os.getpid() and any(m in cmd for m in markers):
@@ -298,23 +327,65 @@ def test_two_node_cluster_gives_the_local_results(
     """``ray start --head`` plus a second node joining it (one CPU each, same machine):
     the pipeline runs there by address and decides exactly as on the local Ray."""
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     head_tmp, node_tmp = tmp_path / "head", tmp_path / "node"
     head_tmp.mkdir(), node_tmp.mkdir()
     address = f"127.0.0.1:{port}"
+
+    def node_ports() -> list[str]:
+        # every port a node opens, chosen free: two nodes share this machine
+        names = (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+        )
+        return [f"--{name}={_free_port()}" for name in names]
+
+    common = [
+        "--num-cpus=1",
+        "--node-ip-address=127.0.0.1",
+        f"--object-store-memory={200 * 1024**2}",
+    ]
     try:
-        head = _ray_cli("start", "--head", f"--port={port}", "--num-cpus=1",
-                        "--include-dashboard=false", f"--temp-dir={head_tmp}",
-                        "--node-ip-address=127.0.0.1", env=env)
+        head = _ray_cli(
+            "start",
+            "--head",
+            f"--port={port}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={_free_port()}",
+            f"--temp-dir={head_tmp}",
+            *common,
+            *node_ports(),
+            env=env,
+        )
         assert head.returncode == 0, head.stderr[-2000:]
-        node = _ray_cli("start", f"--address={address}", "--num-cpus=1",
-                        "--node-ip-address=127.0.0.1", env=env)
+        node = _ray_cli(
+            "start",
+            f"--address={address}",
+            f"--temp-dir={node_tmp}",
+            *common,
+            *node_ports(),
+            env=env,
+        )
         assert node.returncode == 0, node.stderr[-2000:]
         result = P.run_pipeline(raw_log, tmp_path / "run", TINY, address=address)
     finally:
-        _stop_cluster([f"127.0.0.1:{port}", f"port={port}", str(head_tmp)])
-    assert not _processes_of([f"127.0.0.1:{port}", str(head_tmp)])
+        _stop_cluster(
+            markers := [
+                f"127.0.0.1:{port}",
+                f"port={port}",
+                str(head_tmp),
+                str(node_tmp),
+            ]
+        )
+    assert not _processes_of(markers)
     assert len(result.nodes) == 2 and all(n["alive"] for n in result.nodes)
     assert [n["cpus"] for n in result.nodes] == [1.0, 1.0]
     assert result.alpha == local_run.alpha
@@ -324,7 +395,8 @@ def test_two_node_cluster_gives_the_local_results(
     )
     pd.testing.assert_frame_equal(result.decisions(), local_run.decisions())
     pd.testing.assert_frame_equal(
-        result.trials.drop(columns="agent_dir"), local_run.trials.drop(columns="agent_dir")
+        result.trials.drop(columns="agent_dir"),
+        local_run.trials.drop(columns="agent_dir"),
     )
 
 
@@ -359,5 +431,7 @@ def test_benchmark_quick_mode_writes_json(tmp_path: Path) -> None:
     proj = payload["projection"]
     assert proj["label"].startswith("PROJECTION") and proj["users"] == 100_000_000
     rate = payload["results"]["4000_users"]["ray_2cpu"]["users_per_s_per_core"]
-    assert proj["daily_scoring_core_hours"] == pytest.approx(1e8 / rate / 3600, rel=1e-3)
+    assert proj["daily_scoring_core_hours"] == pytest.approx(
+        1e8 / rate / 3600, rel=1e-3
+    )
     assert payload["training_run"]["alpha_chosen"] in (0.5, 4.0)
