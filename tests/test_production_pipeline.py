@@ -359,7 +359,6 @@ def test_two_node_cluster_gives_the_local_results(
             "--head",
             f"--port={port}",
             "--include-dashboard=false",
-            f"--ray-client-server-port={_free_port()}",
             f"--temp-dir={head_tmp}",
             *common,
             *node_ports(),
