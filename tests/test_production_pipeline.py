@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -334,8 +335,10 @@ def test_two_node_cluster_gives_the_local_results(
         "PYTHONPATH": str(ROOT),
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    head_tmp, node_tmp = tmp_path / "head", tmp_path / "node"
-    head_tmp.mkdir(), node_tmp.mkdir()
+    # short temp dirs: Ray's sockets live there, and a Unix socket path is limited to
+    # 107 bytes (pytest's tmp_path is too deep)
+    head_tmp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
+    node_tmp = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))
     address = f"127.0.0.1:{port}"
 
     def node_ports() -> list[str]:
@@ -385,6 +388,8 @@ def test_two_node_cluster_gives_the_local_results(
             ]
         )
     assert not _processes_of(markers)
+    shutil.rmtree(head_tmp, ignore_errors=True)
+    shutil.rmtree(node_tmp, ignore_errors=True)
     assert len(result.nodes) == 2 and all(n["alive"] for n in result.nodes)
     assert [n["cpus"] for n in result.nodes] == [1.0, 1.0]
     assert result.alpha == local_run.alpha
