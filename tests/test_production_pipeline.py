@@ -272,7 +272,6 @@ def _ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.ray
 def _processes_of(markers: list[str]) -> list[int]:
     """Processes whose command line holds one of ``markers``, and their descendants:
     the cluster this test started (its port, its temp dir), nothing else."""
@@ -322,6 +321,7 @@ def _stop_cluster(markers: list[str]) -> None:
             return
 
 
+@pytest.mark.ray
 def test_two_node_cluster_gives_the_local_results(
     local_run: P.PipelineResult, raw_log: Path, tmp_path: Path
 ) -> None:
