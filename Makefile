@@ -20,7 +20,7 @@ setup: python-deps cmdstan chromium
 
 python-deps:
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -r requirements/ci.txt -e ".[book,test]"
+	$(PYTHON) -m pip install -q -r requirements/ci.txt -e ".[book,test,serve,scale]"
 	@# obp (Open Bandit Pipeline, Part V) pins torch 1.12 and Python < 3.11 in its metadata but
 	@# runs on this stack; install it without its pins (see requirements/ci.txt).
 	$(PYTHON) -m pip install -q --no-deps --ignore-requires-python obp==0.5.7

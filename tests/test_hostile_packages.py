@@ -37,6 +37,8 @@ from pulse_lib.errors import (
 )
 from pulse_lib.nba import obd
 from pulse_lib.nba.simulator import JourneySimulator, ObjectiveWeights, default_catalog
+from pulse_lib.production import events as production_events
+from pulse_lib.production import pipeline as production_pipeline
 from pulse_lib.pulserl import agents as pulserl_agents
 from pulse_lib.pulserl import coverage as pulserl_coverage
 from pulse_lib.pulserl import data as pulserl_data
@@ -128,6 +130,23 @@ CONFIG_FIELDS: list[tuple[type, str, dict[str, list[tuple[str, Any]]]]] = [
         "clicks_scale": BAD_POSITIVE, "cost_weight": BAD_NON_NEGATIVE,
         "value_per_click": BAD_NON_NEGATIVE, "organic": BAD_BOOL,
         "calendar_start": [("day-first", "01/07/2016"), ("integer", 20160701), ("none", None)],
+    }),
+    (production_events.EventsConfig, "production.events", {
+        "n_users": BAD_COUNT, "shard_size": BAD_COUNT, "seed": BAD_INT + [("negative", -1)],
+        "logging_policy": [("unknown", "marketer"), ("none", None), ("int", 1)],
+        "simulator": [("dict", {"horizon": 28}), ("none", None)],
+    }),
+    (production_pipeline.PipelineConfig, "production.pipeline", {
+        "score_day": [c for c in BAD_INT if c[0] != "none"] + [("negative", -1)],
+        "train_users": BAD_COUNT, "n_steps": BAD_COUNT, "batch_size": BAD_COUNT,
+        "target_update_interval": BAD_COUNT, "n_quantiles": BAD_COUNT,
+        "score_batch_size": BAD_COUNT, "num_cpus": BAD_COUNT,
+        "object_store_memory": [c for c in BAD_COUNT if c[0] != "none"],
+        "seed": BAD_INT + [("negative", -1)], "learning_rate": BAD_POSITIVE,
+        "holdout_share": BAD_PROBABILITY + [("zero", 0.0), ("one", 1.0)],
+        "alphas": [("empty", ()), ("negative", (-1.0,)), ("nan", (float("nan"),)),
+                   ("string", ("4",)), ("bool", (True,))],
+        "hidden": [("empty", ()), ("zero", (0,)), ("float", (2.5,))],
     }),
     (CouponSimConfig, "coupons.simulator", {
         "n_users": BAD_COUNT, "horizon": BAD_COUNT, "v_scale": BAD_POSITIVE,
