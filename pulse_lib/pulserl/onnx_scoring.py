@@ -177,16 +177,17 @@ class OnnxScorer:
             raise SchemaError(
                 f"obs must have shape (n, {self.n_features}), got {obs.shape}"
             )
-        if not np.isfinite(obs).all():
-            rows = np.flatnonzero(~np.isfinite(obs).all(axis=1))
-            raise SchemaError(
-                f"obs has non-finite values in {rows.size} rows (first: row {rows[0]})"
-            )
         out = np.empty((obs.shape[0], self.n_actions), np.float32)
-        run = self.session.run
+        run, isfinite = self.session.run, np.isfinite
         for start in range(0, obs.shape[0], self.chunk):
-            stop = start + self.chunk
-            out[start:stop] = run(None, {"obs": obs[start:stop]})[0]
+            block = obs[start : start + self.chunk]
+            if not isfinite(block).all():  # checked per chunk, while it is in cache
+                rows = np.flatnonzero(~isfinite(obs).all(axis=1))
+                raise SchemaError(
+                    f"obs has non-finite values in {rows.size} rows (first: row "
+                    f"{rows[0]})"
+                )
+            out[start : start + self.chunk] = run(None, {"obs": block})[0]
         return out
 
     def policy(self, obs: np.ndarray) -> np.ndarray:
