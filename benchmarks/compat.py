@@ -116,7 +116,7 @@ def export_tree(target: Path) -> Path:
 def install_commands(py: str, book: Path, which: str) -> list[list[str]]:
     """The pip commands that build the environment for one package set."""
     pip = [py, "-m", "pip", "install", "--progress-bar", "off"]
-    target = f"{book}[book,test]"
+    target = f"{book}[book,test,serve,scale]"
     if which == "newest":
         steps = [[*pip, "--upgrade", "--upgrade-strategy", "eager", target]]
     elif which == "pinned":
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"python": args.python if not args.quick else sys.executable, "set": args.which,
                      "profile": "ci", "chapters": " ".join(names), "chapter_jobs": args.jobs,
                      "tests_beside_chapters": not args.serial, "quick": args.quick,
-                     "install": "non-editable `pip install <copy>[book,test]` of `git archive HEAD`"
+                     "install": "non-editable `pip install <copy>[book,test,serve,scale]` of `git archive HEAD`"
                                 + (", obp without its pins" if not args.quick else " (quick: not installed)")},
         "source": src,
         "environment": resolved,
@@ -400,7 +400,7 @@ def report_from(args: argparse.Namespace) -> int:
         "benchmark": "compat",
         "machine": machine_info(),
         "settings": {"python": args.python, "set": args.which, "profile": "ci", "chapters": " ".join(args.chapters),
-                     "install": "non-editable `pip install <copy>[book,test]` of `git archive HEAD`, obp without its pins",
+                     "install": "non-editable `pip install <copy>[book,test,serve,scale]` of `git archive HEAD`, obp without its pins",
                      "reported_from_a_stopped_run": not finished},
         "source": src,
         "environment": resolved,

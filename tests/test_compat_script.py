@@ -22,7 +22,7 @@ def test_install_plans_are_non_editable_and_follow_the_set(tmp_path):
         plan = compat.install_commands("py", book, which)
         flat = [" ".join(cmd) for cmd in plan]
         assert all("-e" not in cmd for cmd in plan), "the book must be installed non-editable"
-        assert any(cmd.endswith(f"{book}[book,test]") for cmd in flat)
+        assert any(cmd.endswith(f"{book}[book,test,serve,scale]") for cmd in flat)
         assert flat[-1].endswith("--no-deps --ignore-requires-python obp==0.5.7")
         assert flat[-2].endswith(f"--no-deps --force-reinstall {book}")  # a reused venv gets this copy
     newest = compat.install_commands("py", book, "newest")[1]

@@ -47,7 +47,7 @@ from pulse_lib.pulserl.simulator import (
     LOGGING_POLICIES,
     PulseSimulator,
     SimulatorConfig,
-    _check_policy_output,
+    check_policy_output,
 )
 from pulse_lib.validation import check_fields
 
@@ -222,7 +222,7 @@ def simulate_shard(config: EventsConfig, shard: int) -> ShardLog:
     c_idx, c_day, c_sent, c_prop = [], [], [], []
     obs = sim.observe(u)
     for t in range(config.n_days):
-        p_send = _check_policy_output(policy(obs), n)
+        p_send = check_policy_output(policy(obs), n)
         actions = (rng.random(n) < p_send).astype(np.int64)
         alive = u.active.copy()
         before = (
