@@ -433,6 +433,16 @@ def _shard_dataset(ray: Any, shards: Sequence[int]) -> Any:
     )
 
 
+def _map_shards(
+    ray: Any, shards: Sequence[int], task: Any, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """``task(row, **kwargs)`` on every shard, one CPU each (Ray Data); its result
+    rows."""
+    return (
+        _shard_dataset(ray, shards).map(task, fn_kwargs=kwargs, num_cpus=1).take_all()
+    )
+
+
 def _fresh_dir(path: Path) -> Path:
     if path.exists():
         raise ConfigError(f"{path} exists: each pipeline run writes to a new folder")
@@ -618,14 +628,8 @@ def build_states(
     """Stage 1: daily user states of every shard (Ray Data), with their manifest."""
     shards = list_shards(raw_dir)
     _fresh_dir(out_dir)
-    rows = (
-        _shard_dataset(ray, shards)
-        .map(
-            _states_task,
-            fn_kwargs={"raw_dir": str(raw_dir), "out_dir": str(out_dir), "day": day},
-            num_cpus=1,
-        )
-        .take_all()
+    rows = _map_shards(
+        ray, shards, _states_task, raw_dir=str(raw_dir), out_dir=str(out_dir), day=day
     )
     n_users = int(sum(r["users"] for r in rows))
     manifest = V.write_manifest(
@@ -662,19 +666,14 @@ def build_transitions(
     rows = []
     for take in sorted({t for _, t in per_shard}):
         shards = [s for s, t in per_shard if t == take]
-        rows += (
-            _shard_dataset(ray, shards)
-            .map(
-                _transitions_task,
-                fn_kwargs={
-                    "raw_dir": str(raw_dir),
-                    "out_dir": str(out_dir),
-                    "n_users": take,
-                    "simulator": sim,
-                },
-                num_cpus=1,
-            )
-            .take_all()
+        rows += _map_shards(
+            ray,
+            shards,
+            _transitions_task,
+            raw_dir=str(raw_dir),
+            out_dir=str(out_dir),
+            n_users=take,
+            simulator=sim,
         )
     n_rows = int(sum(r["rows"] for r in rows))
     manifest = V.write_manifest(
