@@ -9,9 +9,11 @@ Measured for every exploration: single decisions on a fixed posterior; single de
 interleaved with single-row updates (learning online: each decision sees the previous
 update); batched throughput. Thompson sampling is timed both per decision (exact joint draw)
 and per refresh window (one joint draw, ``sample_coefficients``, served greedily).
-Decisions read ``A_a^{-1}`` from a float32 copy (the learner's default ``width_dtype``);
-``float32_widths`` records what that changes against a float64 learner: the relative
-error of the UCB widths and the share of identical UCB and Thompson decisions.
+Decisions read ``A_a^{-1}`` from a float32 copy (the learner's default ``width_dtype``),
+and after an update they read the posterior mean through ``y_a = A_a^{-1} x`` from that
+copy rather than refreshing every action's mean; ``float32_widths`` records what that
+changes against a float64 learner: the relative error of the UCB widths, the largest error
+of the mean, and the share of identical greedy, UCB and Thompson decisions.
 
     OMP_NUM_THREADS=1 flock /tmp/bench.lock python benchmarks/nba_decision.py   # the recorded run
     OMP_NUM_THREADS=1 python benchmarks/nba_decision.py --quick                 # smoke test
@@ -84,12 +86,17 @@ def float32_effect(d: int, p: int, n_actions: int, n_contexts: int, n_online: in
     rng = np.random.default_rng(7)
     xs = rng.standard_normal((n_contexts, d)) / np.sqrt(d)
     out: dict[str, float] = {}
-    for exploration in ("ucb", "ts"):
+    for exploration in ("greedy", "ucb", "ts"):
         pair = [build(d, p, n_actions, exploration, "decision", width_dtype=w) for w in ("float32", "float64")]
         if exploration == "ucb":
             exact = pair[1].ucb_width(xs)
             fast = pair[0]._width(pair[0]._check_contexts(xs), exact=False)
             out["ucb_width_max_rel_error"] = float(np.max(np.abs(fast - exact) / exact))
+        if exploration == "greedy":  # the mean decisions read through float32 y_a
+            exact_mean = pair[0].expected_reward(xs)[0]
+            fast_mean = pair[0]._mean_from(xs, pair[0]._apply_Ainv(xs, exact=False))
+            out["mean_max_abs_error"] = float(np.max(np.abs(fast_mean - exact_mean)))
+            out["mean_scale"] = float(np.std(exact_mean))
         chosen = [np.array([lr.choose(xs[i:i + 1])[0] for i in range(n_contexts)]) for lr in pair]
         out[f"{exploration}_agreement_fixed"] = float(np.mean(chosen[0] == chosen[1]))
         same = 0

@@ -468,3 +468,52 @@ def test_float32_width_copy_changes_widths_by_less_than_1e5_and_the_state_not_at
     np.testing.assert_allclose(fast.scores(xq[:1])[0], exact.scores(xq[:1])[0], rtol=1e-5)
     with pytest.raises(ConfigError, match="width_dtype"):
         HybridLinearBandit(D, P, width_dtype="float16")
+
+
+@pytest.mark.parametrize("exploration", ["greedy", "ucb", "ts"])
+@pytest.mark.parametrize("width_dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_decisions_after_an_update_read_the_same_mean_as_the_cached_posterior(
+        exploration: str, width_dtype: str, tol: float) -> None:
+    """After a single-row update no decision refreshes psi: the mean comes from
+    y_a = A_a^{-1} x. It equals expected_reward (the float64 psi) to rounding, call after
+    call and update after update; the shared beta kept current by Sherman-Morrison equals
+    the exact R (R^T b_0); greedy builds psi once it pays (so a fixed posterior is cheap)."""
+    learner = HybridLinearBandit(D, P, objectives=("o0", "o1"), weights=(1.0, 0.4), cost_weight=0.5,
+                                 exploration=exploration, alpha=1.0, width_dtype=width_dtype, seed=4)
+    for a_id in range(4):
+        learner.add_action(a_id, np.eye(P)[a_id % P], cost=0.1 * a_id)
+    x, a, r = _data(140, 4, m=2, seed=60)
+    learner.update(x[:40], a[:40], r[:40])
+    xq = np.random.default_rng(61).standard_normal((6, D))
+    for i in range(40, 140):
+        learner.update(x[i:i + 1], a[i:i + 1], r[i:i + 1])
+        assert "psi" not in learner._lazy
+        exact_mean = learner.expected_reward(xq)[0]  # builds the float64 psi
+        learner._posterior_changed()  # drop it again: scores must not need it
+        if exploration == "greedy":
+            for _ in range(3):  # two direct reads, then the cached psi
+                got = learner.scores(xq[:1])[0]
+                np.testing.assert_allclose(got, exact_mean[:1], rtol=tol, atol=tol)
+            assert "psi" in learner._lazy
+        else:
+            Y = learner._apply_Ainv(xq, exact=width_dtype == "float64")
+            np.testing.assert_allclose(learner._mean_from(xq, Y), exact_mean, rtol=tol, atol=tol)
+            assert "psi" not in learner._lazy
+    beta_inc = learner.beta
+    learner._refresh_beta()
+    np.testing.assert_allclose(beta_inc, learner.beta, rtol=1e-10, atol=1e-12)
+
+
+def test_ucb_scores_after_an_update_equal_mean_plus_width() -> None:
+    """UCB scores read mean and width from one y_a = A_a^{-1} x: mean + alpha |w| width."""
+    learner = _bandit(n_actions=3, exploration="ucb", m=1)
+    learner.width_dtype = np.dtype("float64")
+    learner._Ainv_w = learner._Ainv.copy()
+    x, a, r = _data(60, 3, seed=70)
+    learner.update(x[:30], a[:30], r[:30])
+    xq = np.random.default_rng(71).standard_normal((5, D))
+    for i in range(30, 60):
+        learner.update(x[i:i + 1], a[i:i + 1], r[i:i + 1])
+        score = learner.scores(xq)[0]
+        want = learner.expected_reward(xq)[0] + learner.alpha * learner.ucb_width(xq)
+        np.testing.assert_allclose(score, want, rtol=1e-10)

@@ -70,16 +70,22 @@ from scipy.linalg import blas, lapack
 from pulse_lib.errors import ConfigError, SchemaError
 
 __all__ = [
+    "EXPLORATION",
     "ArmInfo",
     "HybridLinearBandit",
     "IntentPolicySelector",
-    "EXPLORATION",
     "eligibility_mask",
 ]
 
 EXPLORATION: tuple[str, ...] = ("ucb", "ts", "greedy")
 # contexts scored at once by the per-decision explorations (bounds n x K x d arrays)
 _CHUNK = 256
+# A greedy call on at most this many contexts, right after an update, reads the
+# posterior mean through y_a = A_a^{-1} x instead of rebuilding the cached psi (O(K d^2)
+# either way, but y reads the width_dtype copy once); after _DIRECT_READS such calls on
+# the same posterior it builds psi, which then serves each decision in O(K d).
+_DIRECT_MAX = 4
+_DIRECT_READS = 2
 
 
 @dataclass
@@ -262,13 +268,13 @@ class HybridLinearBandit:
         # retiring).
         self._A0_retired = np.zeros((k, k))
         self._b0_retired = np.zeros((k, m))
-        # beta = A_0^{-1} b_0 = R g with g = R^T b_0: single rows update g in O(k m)
-        # and beta is recomputed from it (R g) when next read (_beta_stale).
+        # beta = A_0^{-1} b_0, kept current by single rows (Sherman-Morrison, O(k^2))
+        # and recomputed exactly as R (R^T b_0) by batches and every refresh_every rows
         self._beta = np.zeros((k, m))
-        self._g = np.zeros((k, m))
-        self._beta_stale = False
         # psi, C, chol: recomputed on first use after a change of the posterior
         self._lazy: dict[str, np.ndarray] = {}
+        # greedy decisions read through y_a since psi was last dropped (_DIRECT_READS)
+        self._direct_reads = 0
         # Blocks (p, q) of A_0^{-1} for the pairs of action-feature columns some action
         # has both non-zero (what widths read), built from R on first use and then
         # downdated with R; None when not built. _pairs: which pairs, and per pair the
@@ -297,6 +303,7 @@ class HybridLinearBandit:
         self.weights = w
         self.cost_weight = float(cost_weight)
         self._lazy.pop("psi", None)
+        self._direct_reads = 0
 
     def _pos(self, action_id: int) -> int:
         pos = np.flatnonzero(self._ids == int(action_id))
@@ -377,6 +384,7 @@ class HybridLinearBandit:
         """The action set changed: drop every cache that depends on it (``A_0`` and
         ``beta`` do not: adding and retiring leave them unchanged)."""
         self._lazy.clear()
+        self._direct_reads = 0
         self._pairs = None
         self._B = None
 
@@ -495,6 +503,7 @@ class HybridLinearBandit:
         """Drop the caches built from the posterior (kept: ``A_0^{-1}`` blocks, kept
         current by the downdates, and the action-set structure)."""
         self._lazy.clear()
+        self._direct_reads = 0
 
     def _update_one(self, j: int, x: np.ndarray, r: np.ndarray) -> None:
         """One row: :meth:`_update_action` for one vector, touching only what changes.
@@ -504,10 +513,12 @@ class HybridLinearBandit:
         its previous value followed by one step of iterative refinement against the
         summed ``A_a`` and ``b_a`` (``O(d^2)``, as exact as a Cholesky solve; the solve
         itself, ``O(d^3)``, runs with each exact re-inversion). The shared block: the
-        factor ``R`` is downdated in place (``R' = R - c u n^T``), and ``g = R^T b_0``
-        becomes ``g + R^T db_0 - c n (u^T b_0')``, where ``R^T db_0`` reads only the
-        rows of ``R`` in the action's feature blocks; ``beta = R' g'`` is formed when
-        next read.
+        factor ``R`` is downdated in place (``R' = R - c u n^T``), and ``beta`` follows
+        by Sherman–Morrison, ``beta' = beta + A_0^{-1} db_0 - u (u^T b_0')``, where
+        ``R^T db_0`` reads only the rows of ``R`` in the action's feature blocks and
+        ``u`` and ``A_0^{-1} db_0`` come from one pass over the old ``R``; so a decision
+        never waits for ``beta`` (it is recomputed exactly from ``R`` and ``b_0`` every
+        ``refresh_every`` single rows).
         """
         info = self.arms[int(self._ids[j])]
         lam_a, m = self.lam_action, self.m
@@ -546,11 +557,16 @@ class HybridLinearBandit:
         n_vec = t / np.sqrt(1.0 + q)
         c = 1.0 / (1.0 + 1.0 / np.sqrt(1.0 + q))
         R = self._R
-        u = R @ n_vec
-        self._g += T[1:].T - np.outer(c * n_vec, u @ self._b0())
+        # One pass over the old R gives u = R n and A_0^{-1} db_0 = R (R^T db_0).
+        N = np.empty((self.k, 1 + m))
+        N[:, 0] = n_vec
+        N[:, 1:] = T[1:].T
+        RN = R @ N
+        u = RN[:, 0]
+        # beta' = (A_0^{-1} - u u^T)(b_0 + db_0) = beta + A_0^{-1} db_0 - u (u^T b_0')
+        self._beta += RN[:, 1:] - np.outer(u, u @ self._b0())
         # R -= c (R n) n^T in place (on the Fortran view); then R R^T = A_0^{-1} - u u^T
         blas.dger(-c, n_vec, u, a=R.T, overwrite_a=True)
-        self._beta_stale = True
         self._downdate_blocks(u[:, None])
 
     def _update_action(self, j: int, X: np.ndarray, Rr: np.ndarray) -> None:
@@ -699,9 +715,8 @@ class HybridLinearBandit:
         """``beta = R (R^T b_0)`` exactly (two matrix-vector products per objective)."""
         b0 = self._b0()
         # column by column: matrix-vector products (faster than a thin GEMM here)
-        self._g = np.column_stack([self._R.T @ b0[:, j] for j in range(self.m)])
-        self._beta = np.column_stack([self._R @ self._g[:, j] for j in range(self.m)])
-        self._beta_stale = False
+        g = np.column_stack([self._R.T @ b0[:, j] for j in range(self.m)])
+        self._beta = np.column_stack([self._R @ g[:, j] for j in range(self.m)])
         self._beta_updates = 0
         self._posterior_changed()
 
@@ -795,9 +810,7 @@ class HybridLinearBandit:
             if self._ids.shape[0] == 0:
                 raise ConfigError("no active action: add one before deciding")
             w = self.weights
-            # beta w, through R g if beta itself is stale (one product, not m)
-            bw = self._R @ (self._g @ w) if self._beta_stale else self._beta @ w
-            gb = self._beta_blocks(bw)  # (K, d)
+            gb = self._beta_blocks(self._beta @ w)  # (K, d)
             self._lazy["psi"] = (
                 self._Ab @ w + self.lam_action * (self._Ainv @ gb[:, :, None])[:, :, 0]
             )
@@ -809,12 +822,7 @@ class HybridLinearBandit:
         return self._current_beta().copy()
 
     def _current_beta(self) -> np.ndarray:
-        """``beta`` ``(k, m)``, formed as ``R g`` if single rows changed ``g`` since."""
-        if self._beta_stale:
-            self._beta = np.column_stack(
-                [self._R @ self._g[:, j] for j in range(self.m)]
-            )
-            self._beta_stale = False
+        """``beta`` ``(k, m)`` (kept current by every update)."""
         return self._beta
 
     def theta(self, action_id: int) -> np.ndarray:
@@ -838,6 +846,22 @@ class HybridLinearBandit:
         if self.cost_weight:
             mean -= self.cost_weight * self._costs[None, :]
         return mean, self._ids.copy()
+
+    def _mean_from(self, x: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Posterior mean minus cost ``(n, K)`` from ``Y = A_a^{-1} x`` ``(n, K, d)``.
+
+        ``x . psi_a = x . (A_a^{-1} b_a w) + lambda_a y_a . (G_a^T beta w)``: the same
+        number as ``x @ psi.T``, read without the ``O(K d^2)`` refresh of ``psi`` that
+        every update would otherwise put on the next decision's path (UCB and Thompson
+        sampling form ``Y`` for their widths anyway; ``Y`` from the ``width_dtype``
+        copy carries its rounding, about 1e-7 relative in float32).
+        """
+        w = self.weights
+        gb = self._beta_blocks(self._beta @ w)  # (K, d)
+        mean = x @ (self._Ab @ w).T + self.lam_action * np.einsum("nad,ad->na", Y, gb)
+        if self.cost_weight:
+            mean -= self.cost_weight * self._costs[None, :]
+        return mean
 
     def _scale(self) -> float:
         return float(np.linalg.norm(self.weights)) or 1.0
@@ -883,14 +907,18 @@ class HybridLinearBandit:
             out[:, rows[i]] += weights[i] * quad
         return lam2 * out
 
+    def _width_from(self, xs: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Posterior standard deviation of ``x . psi_a`` ``(n, K)`` from ``Y = A_a^{-1}
+        x``."""
+        own = np.einsum("nad,nd->na", Y, xs.astype(Y.dtype))
+        return np.sqrt(np.maximum(own + self._shared_var(Y), 0.0))
+
     def _width(self, x: np.ndarray, exact: bool) -> np.ndarray:
         """Posterior standard deviation of ``x . psi_a`` for checked contexts ``x``."""
         out = np.empty((x.shape[0], self._ids.shape[0]))
         for s in range(0, x.shape[0], _CHUNK):
             xs = x[s : s + _CHUNK]
-            Y = self._apply_Ainv(xs, exact)
-            own = np.einsum("nad,nd->na", Y, xs.astype(Y.dtype))
-            out[s : s + _CHUNK] = np.sqrt(np.maximum(own + self._shared_var(Y), 0.0))
+            out[s : s + _CHUNK] = self._width_from(xs, self._apply_Ainv(xs, exact))
         return out
 
     def ucb_width(self, contexts: np.ndarray) -> np.ndarray:
@@ -906,18 +934,39 @@ class HybridLinearBandit:
 
     def scores(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The index the learner maximises, ``(n, K_active)``, and the action ids
-        (columns)."""
+        (columns).
+
+        No decision waits for a refresh after an update: UCB and per-decision Thompson
+        sampling read the mean from the ``y_a = A_a^{-1} x`` they form for their widths
+        (:meth:`_mean_from`), and greedy reads a few contexts the same way until the
+        cached ``psi`` pays (``_DIRECT_READS``). :meth:`expected_reward` always reads
+        the float64 ``psi``.
+        """
         x = self._check_contexts(contexts)
-        mean, ids = self._mean(x)
+        ids = self._ids.copy()
+        if ids.size == 0:
+            raise ConfigError("no active action: add one before deciding")
+        exact = self.width_dtype == np.float64
         if self.exploration == "greedy" or self.alpha == 0.0:
-            return mean, ids
-        if self.exploration == "ucb":
-            exact = self.width_dtype == np.float64
-            return mean + self.alpha * self._scale() * self._width(x, exact), ids
-        if self.sample_per == "batch":
+            direct = x.shape[0] <= _DIRECT_MAX and "psi" not in self._lazy
+            if direct and self._direct_reads < _DIRECT_READS:
+                self._direct_reads += 1
+                return self._mean_from(x, self._apply_Ainv(x, exact)), ids
+            return self._mean(x)
+        if self.exploration == "ts" and self.sample_per == "batch":
             costs = self.cost_weight * self._costs[None, :]
             return x @ self._sample_psi().T - costs, ids
-        return mean + self._thompson_noise(x), ids
+        out = np.empty((x.shape[0], ids.shape[0]))
+        for s in range(0, x.shape[0], _CHUNK):
+            xs = x[s : s + _CHUNK]
+            # y_a = A_a^{-1} x, shared by the mean and the width
+            Y = self._apply_Ainv(xs, exact)
+            if self.exploration == "ucb":
+                spread = self.alpha * self._scale() * self._width_from(xs, Y)
+            else:
+                spread = self._thompson_noise_from(xs, Y)
+            out[s : s + _CHUNK] = self._mean_from(xs, Y) + spread
+        return out, ids
 
     def _sample_psi(self) -> np.ndarray:
         """One joint posterior draw of every action's weighted coefficient ``psi_a``
@@ -955,11 +1004,18 @@ class HybridLinearBandit:
         """Per-decision Thompson draws of the weighted reward (before costs), ``(n,
         K)``."""
         x = self._check_contexts(x)
-        return x @ self._psi().T + self._thompson_noise(x)
+        exact = self.width_dtype == np.float64
+        noise = np.empty((x.shape[0], self._ids.shape[0]))
+        for s in range(0, x.shape[0], _CHUNK):
+            xs = x[s : s + _CHUNK]
+            noise[s : s + _CHUNK] = self._thompson_noise_from(
+                xs, self._apply_Ainv(xs, exact)
+            )
+        return x @ self._psi().T + noise
 
-    def _thompson_noise(self, x: np.ndarray) -> np.ndarray:
+    def _thompson_noise_from(self, xs: np.ndarray, Y: np.ndarray) -> np.ndarray:
         """One joint posterior draw per context of ``x . (psi_a - psi_hat_a)`` for every
-        action.
+        action, ``(n, K)``, from ``Y = A_a^{-1} x``.
 
         ``x . psi_a = x . psi_hat_a + lambda_a y_a . G_a^T delta + x . eta_a`` with
         ``delta ~ N(0, v^2 A_0^{-1})`` (shared by the actions, drawn as ``v R eps``) and
@@ -967,22 +1023,15 @@ class HybridLinearBandit:
         draw per action. Exact for the joint posterior, ``O(K d^2 + k^2)`` per decision;
         ``y_a`` is computed from the ``width_dtype`` copy of the ``A_a^{-1}``.
         """
-        n, K = x.shape[0], self._ids.shape[0]
-        exact = self.width_dtype == np.float64
+        ns, K = xs.shape[0], self._ids.shape[0]
         v = self.alpha * self._scale()
-        out = np.empty((n, K))
-        for s in range(0, n, _CHUNK):
-            xs = x[s : s + _CHUNK]
-            ns = xs.shape[0]
-            Y = self._apply_Ainv(xs, exact)  # y_a = A_a^{-1} x
-            q = np.einsum("nad,nd->na", Y, xs.astype(Y.dtype))
-            delta = v * self.rng.standard_normal((ns, self.k)) @ self._R.T  # (ns, k)
-            gb = np.einsum("ap,npd->nad", self._phi, delta.reshape(ns, self.p, self.d))
-            shared = self.lam_action * np.einsum("nad,nad->na", Y, gb)
-            out[s : s + _CHUNK] = shared + v * np.sqrt(
-                np.maximum(q, 0.0)
-            ) * self.rng.standard_normal((ns, K))
-        return out
+        q = np.einsum("nad,nd->na", Y, xs.astype(Y.dtype))
+        delta = v * self.rng.standard_normal((ns, self.k)) @ self._R.T  # (ns, k)
+        gb = np.einsum("ap,npd->nad", self._phi, delta.reshape(ns, self.p, self.d))
+        shared = self.lam_action * np.einsum("nad,nad->na", Y, gb)
+        return shared + v * np.sqrt(np.maximum(q, 0.0)) * self.rng.standard_normal(
+            (ns, K)
+        )
 
     def choose(self, contexts: np.ndarray, available: object = None) -> np.ndarray:
         """The recommended action id for each context, among active and eligible
@@ -1066,7 +1115,6 @@ class HybridLinearBandit:
             + self._A0_retired.nbytes
             + self._b0_retired.nbytes
             + self._beta.nbytes
-            + self._g.nbytes
         )
         K = self._ids.shape[0]
         cached = sum(v.nbytes for v in self._lazy.values())
