@@ -31,20 +31,20 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_json  # noqa: E402
+from machine import machine_info, write_json
 
-from pulse_lib.book import mean_ci  # noqa: E402
-from pulse_lib.nba.experiments import make_learner, run_online, run_strategy  # noqa: E402
-from pulse_lib.nba.hybrid import HybridLinearBandit  # noqa: E402
-from pulse_lib.nba.simulator import (  # noqa: E402
+from pulse_lib.book import mean_ci
+from pulse_lib.nba.experiments import make_learner, run_online, run_strategy
+from pulse_lib.nba.hybrid import HybridLinearBandit
+from pulse_lib.nba.simulator import (
     JourneySimulator,
     LoggingPolicy,
     ObjectiveWeights,
     default_catalog,
     simulate_logs,
 )
-from pulse_lib.nba.vw import DEFAULT_ARGS, VWContextualBandit  # noqa: E402
-from pulse_lib.ope import ips, snips  # noqa: E402
+from pulse_lib.nba.vw import DEFAULT_ARGS, VWContextualBandit
+from pulse_lib.ope import ips, snips
 
 
 def make_vw(sim: JourneySimulator, weights: ObjectiveWeights, round_: int, seed: int) -> VWContextualBandit:
@@ -71,7 +71,7 @@ def simulator_part(quick: bool, seeds: list[int]) -> dict[str, object]:
         regret.setdefault(name, []).append(float(res.regret.sum() * batch))
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
 
-    common = dict(n_rounds=online_rounds, batch=batch, start_round=start, exploration="ts", alpha=0.25)
+    common = {"n_rounds": online_rounds, "batch": batch, "start_round": start, "exploration": "ts", "alpha": 0.25}
     for seed in seeds:
         for name, strategy, weighting in (("hybrid", "hybrid", "none"),
                                           ("hybrid, IPS-weighted warm start", "hybrid", "ips"),
@@ -112,7 +112,7 @@ def simulator_part(quick: bool, seeds: list[int]) -> dict[str, object]:
         mean, half = mean_ci(values)
         summary[name] = {"regret_mean": mean, "regret_ci95_half": half, "per_seed": values,
                          "seconds_total": seconds[name]}
-    return {"config": {"n_users": n_users, "logged_decisions": int(len(logs)), "online_rounds": online_rounds,
+    return {"config": {"n_users": n_users, "logged_decisions": len(logs), "online_rounds": online_rounds,
                        "batch": batch, "seeds": seeds, "vw_args": DEFAULT_ARGS, "hybrid": "Thompson sampling, alpha 0.25",
                        "ips_weight_clip": 20.0},
             "regret": summary, "decision_latency": latency}

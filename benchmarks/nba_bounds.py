@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_json  # noqa: E402
+from machine import machine_info, write_json
 
-from pulse_lib.nba.bounds import clopper_pearson  # noqa: E402
-from pulse_lib.nba.experiments import bound_replication, bounds_world  # noqa: E402
+from pulse_lib.nba.bounds import clopper_pearson
+from pulse_lib.nba.experiments import bound_replication, bounds_world
 
 CANDIDATES = ["learned (ε = 0.1)", "sms blast (100% sms_discount, rarely logged)"]
 BETTER = CANDIDATES[0]

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_json  # noqa: E402
+from machine import machine_info, write_json
 
-from pulse_lib.nba.hybrid import HybridLinearBandit  # noqa: E402
+from pulse_lib.nba.hybrid import HybridLinearBandit
 
 MODES = {  # name -> (exploration, sample_per)
     "greedy": ("greedy", "decision"),

@@ -130,7 +130,7 @@ def test_betting_bound_covers_and_beats_empirical_bernstein_on_skewed_terms() ->
         eb = empirical_bernstein_lower(x, 0.05, low=0.0, high=20.0)
         holds += bet <= true_mean
         tighter += bet > eb
-    lo, hi = clopper_pearson(holds, 400)
+    _lo, hi = clopper_pearson(holds, 400)
     assert hi >= 0.95  # no evidence of under-coverage
     assert tighter >= 360  # tighter than empirical Bernstein almost always
     with pytest.raises(SchemaError, match="outside the stated range"):

@@ -93,7 +93,7 @@ def test_cost_is_subtracted_with_its_weight() -> None:
     b = HybridLinearBandit(D, P, cost_weight=2.0, exploration="greedy")
     b.add_action(0, np.eye(P)[0], cost=0.0)
     b.add_action(1, np.eye(P)[0], cost=0.25)
-    mean, ids = b.expected_reward(np.ones((1, D)))
+    mean, _ids = b.expected_reward(np.ones((1, D)))
     assert mean[0, 0] - mean[0, 1] == pytest.approx(0.5)
     assert b.choose(np.ones((3, D))).tolist() == [0, 0, 0]
 

@@ -8,8 +8,18 @@ import pytest
 from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.nba.experiments import STRATEGIES, make_learner, run_online, run_strategy
 from pulse_lib.nba.simulator import (
-    STAGES, Action, ActionCatalog, JourneySimulator, LoggedData, LoggingPolicy, ObjectiveWeights, Outcomes,
-    bandit_logs, default_catalog, epsilon_greedy, simulate_logs,
+    STAGES,
+    Action,
+    ActionCatalog,
+    JourneySimulator,
+    LoggedData,
+    LoggingPolicy,
+    ObjectiveWeights,
+    Outcomes,
+    bandit_logs,
+    default_catalog,
+    epsilon_greedy,
+    simulate_logs,
 )
 
 
@@ -58,7 +68,7 @@ def test_sampled_outcomes_follow_the_true_probabilities(world) -> None:
 
 
 def test_step_moves_users_along_the_journey(world) -> None:
-    catalog, sim = world
+    _catalog, sim = world
     sim.lapse = 0.0
     rng = np.random.default_rng(3)
     users = np.arange(500)

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("vowpalwabbit")
 
-from pulse_lib.errors import ConfigError  # noqa: E402
-from pulse_lib.nba.vw import VWContextualBandit  # noqa: E402
+from pulse_lib.errors import ConfigError
+from pulse_lib.nba.vw import VWContextualBandit
 
 
 def _vw() -> VWContextualBandit:

@@ -36,17 +36,17 @@ from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.ope import doubly_robust, ips, snips
 
 __all__ = [
+    "DeployOutcome",
+    "all_lower_bounds",
+    "betting_lower",
+    "bootstrap_counts",
+    "bootstrap_lower",
+    "clopper_pearson",
+    "deploy",
     "empirical_bernstein_lower",
     "hcope_lower",
-    "student_t_lower",
-    "betting_lower",
-    "clopper_pearson",
-    "bootstrap_lower",
-    "bootstrap_counts",
-    "all_lower_bounds",
-    "deploy",
-    "DeployOutcome",
     "score_deploy_rule",
+    "student_t_lower",
 ]
 
 
@@ -135,7 +135,8 @@ def hcope_lower(
         )
     rng = np.random.default_rng(0) if rng is None else rng
     perm = rng.permutation(x.shape[0])
-    n_hold = max(2, int(round(holdout * x.shape[0])))
+    # int(): with numpy < 2 round() of a numpy float stays a float
+    n_hold = max(2, int(round(holdout * x.shape[0])))  # noqa: RUF046
     hold, rest = x[perm[:n_hold]], x[perm[n_hold:]]
     if rest.shape[0] < 2:
         raise SchemaError(

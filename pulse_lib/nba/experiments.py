@@ -30,15 +30,15 @@ from pulse_lib.nba.simulator import (
 )
 
 __all__ = [
-    "RunResult",
-    "make_learner",
-    "run_online",
     "STRATEGIES",
-    "run_strategy",
     "BoundsWorld",
+    "RunResult",
+    "bound_replication",
     "bounds_world",
     "cross_fitted_q",
-    "bound_replication",
+    "make_learner",
+    "run_online",
+    "run_strategy",
 ]
 
 #: The four strategies compared in chapter 12.
@@ -424,14 +424,14 @@ def bound_replication(
         )
         for (estimator, method), value in bounds.items():
             records.append(
-                dict(
-                    n_logs=n_logs,
-                    candidate=name,
-                    estimator=estimator,
-                    method=method,
-                    value=value,
-                    truth=world.truth[name],
-                    current_on_policy=current_on_policy,
-                )
+                {
+                    "n_logs": n_logs,
+                    "candidate": name,
+                    "estimator": estimator,
+                    "method": method,
+                    "value": value,
+                    "truth": world.truth[name],
+                    "current_on_policy": current_on_policy,
+                }
             )
     return records

@@ -24,14 +24,14 @@ from pulse_lib.errors import ConfigError, DataFormatError, SchemaError, SetupErr
 from pulse_lib.validation import check_file
 
 __all__ = [
-    "POLICIES",
     "CAMPAIGNS",
-    "REQUIRED_COLUMNS",
-    "obd_dir",
-    "load_obd",
-    "bts_action_dist",
     "N_ITEMS",
     "N_POSITIONS",
+    "POLICIES",
+    "REQUIRED_COLUMNS",
+    "bts_action_dist",
+    "load_obd",
+    "obd_dir",
 ]
 
 POLICIES: tuple[str, ...] = ("random", "bts")

@@ -68,7 +68,7 @@ class BusinessRules:
                 )
             if seen & set(ids):
                 raise ConfigError(
-                    f"action id {sorted(seen & set(ids))[0]} is in two exclusive groups"
+                    f"action id {min(seen & set(ids))} is in two exclusive groups"
                 )
             seen |= set(ids)
 

@@ -38,22 +38,22 @@ from pulse_lib.errors import ConfigError, SchemaError
 from pulse_lib.validation import check_probabilities
 
 __all__ = [
-    "STAGES",
     "CHANNELS",
-    "OFFERS",
     "OBJECTIVES",
+    "OFFERS",
+    "STAGES",
     "Action",
     "ActionCatalog",
+    "JourneySimulator",
+    "LoggedData",
+    "LoggingPolicy",
     "ObjectiveWeights",
     "Outcomes",
-    "LoggedData",
-    "JourneySimulator",
-    "LoggingPolicy",
-    "default_catalog",
-    "simulate_logs",
     "bandit_logs",
-    "sample_categorical",
+    "default_catalog",
     "epsilon_greedy",
+    "sample_categorical",
+    "simulate_logs",
 ]
 
 STAGES: tuple[str, ...] = ("prospect", "engaged", "customer", "loyal")

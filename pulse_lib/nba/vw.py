@@ -20,7 +20,7 @@ import numpy as np
 
 from pulse_lib.errors import ConfigError, SchemaError, SetupError
 
-__all__ = ["VWContextualBandit", "DEFAULT_ARGS"]
+__all__ = ["DEFAULT_ARGS", "VWContextualBandit"]
 
 DEFAULT_ARGS = "--cb_explore_adf --epsilon 0.05 -q ua --quiet"
 
