@@ -14,17 +14,23 @@ and measures, for each learner, size, length and seed, the λ = 0 check of
   error over users) against the tolerance the top set allows (exact per-user-day loss of its smallest
   coupon).
 
-Learners: R-BCQ trained at λ = 0 alone (``single-lambda``, every size) and the λ-generalized R-BCQ
+Learners (group ``main``): R-BCQ trained at λ = 0 alone (``single-lambda``, every size) and the λ-generalized R-BCQ
 (grid 0..1 step 0.05) evaluated at λ = 0 (sizes up to ``gen_max_users``, to bound the compute). Two
 **negative controls** run the same check where it must fail: an untrained R-BCQ (no updates) and a
 deliberately wrong policy, the *smallest* coupon the trained filter allows. Each seed draws its own
-logged data (logging policy of Chapter 9, data seed = seed) and its own learner.
+logged data (logging policy of Chapter 9, data seed = seed) and its own learner. A **diagnostic** (group
+``expected-rewards``) trains the single-λ R-BCQ on the same transitions with each 0/1 reward replaced by
+its exact probability (the simulator's hidden state): it removes the reward noise and nothing else.
+Compute of the recorded run: about 12-13 minutes per seed for ``main``, 2 minutes per seed for the
+diagnostic, on one thread each.
 
 Writes ``results/coupons_lambda_zero.json``. The recorded run ran one process per seed through the
 CPU-slot wrapper and merged them:
 
     for s in 1 2 3; do /work/wt/heavy python benchmarks/coupons_lambda_zero.py --part --seeds $s \
-        --out-dir /tmp/lz & done; wait
+        --out-dir /tmp/lz & done
+    for s in 1 2 3; do /work/wt/heavy python benchmarks/coupons_lambda_zero.py --part --seeds $s \
+        --groups expected-rewards --out-dir /tmp/lz & done; wait
     python benchmarks/coupons_lambda_zero.py --merge /tmp/lz/*.json     # the recorded run
     python benchmarks/coupons_lambda_zero.py --quick                   # a smoke test (seconds)
 """
