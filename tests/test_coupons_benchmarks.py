@@ -24,6 +24,7 @@ def load(name: str):
     ("coupons_lambda_compute", {"machine", "settings", "routes", "equal_quality", "equal_quality_one_se",
                                 "budget_use", "budget_use_summary", "learning_curve", "validation"}),
     ("coupons_rbcq_speed", {"machine", "settings", "speed", "memory"}),
+    ("coupons_lambda_zero", {"machine", "settings", "runs", "resolution", "summary", "check_rule"}),
 ])
 def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> None:
     path = load(name).main(["--quick", "--out-dir", str(tmp_path)])
@@ -53,6 +54,15 @@ def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> Non
         assert at0 and all("ceiling_policy_retention" in c for c in at0)
         summary = payload["budget_use_summary"]["rollout_with_margin"]
         assert {"runs_binding", "within_budget", "at_least_097_within", "seeds_all_binding_runs_ok"} <= set(summary)
+    elif name == "coupons_lambda_zero":
+        learners = {r["learner"] for r in payload["runs"]}
+        assert {"single-lambda", "lambda-generalized", "untrained (control)", "smallest eligible (control)"} <= learners
+        for r in payload["runs"]:
+            assert 0 <= r["top_set_share"] <= 1 and r["retention_gap_se"] >= 0 and r["tolerance"] >= 0
+            assert r["holds"] == (r["holds_top_set"] and r["holds_retention"])
+        assert {r["n_users"] for r in payload["resolution"]} == set(payload["settings"]["sizes"])
+        # the smallest eligible coupon is never more than the ceiling's share
+        assert all(r["share_of_ceiling"] <= 1 + 1e-9 for r in payload["runs"])
     else:
         assert payload["memory"]["explicit_over_logged"] > 1
         assert all(s["rbcq_steps_per_s"] > 0 for s in payload["speed"])

@@ -10,6 +10,8 @@
 - :mod:`pulse_lib.coupons.budget`    finding λ* that spends the budget
 - :mod:`pulse_lib.coupons.response_model` a model-based evaluator: next-day return
   classifier + policy rollouts
+- :mod:`pulse_lib.coupons.convergence` what the logged data can resolve at λ = 0, and
+  the λ = 0 convergence check built on it
 - :mod:`pulse_lib.coupons.pipeline`  the two routes to λ*: one λ-generalized training,
   or retraining per λ
 - :mod:`pulse_lib.coupons.baselines` discrete CQL from d3rlpy, λ-conditioned
