@@ -121,25 +121,40 @@ def resolution_record(resolution) -> dict:
             "gap_next_to_ceiling": [float(resolution.gap[k, c, c - 1]) for k, c in enumerate(LOGGING_CEILINGS)]}
 
 
+#: Group ``optimiser``: is the noise-free failure the optimiser's? The diagnostic learner again, at the
+#: largest diagnostic size only, with one setting changed at a time (label -> RBCQConfig overrides).
+OPTIMISER_VARIANTS = {
+    "lr 1e-4, batch 1024": {"lr": 1e-4, "batch_size": 1024},
+    "hidden 256": {"hidden": 256},
+    "target sync every 50": {"target_update_every": 50},
+}
+#: Group ``tuned``: the optimiser setting that passed without reward noise, on the 0/1 rewards.
+TUNED = ("lr 1e-4, batch 1024", {"lr": 1e-4, "batch_size": 1024})
+
+
 def run_seed(s: dict, seed: int, rbcq: RBCQConfig, progress: bool, groups: tuple[str, ...] = ("main",)
              ) -> tuple[list[dict], list[dict]]:
     """Every size for one seed: the data, its resolution, the learners along their lengths, the controls.
 
     ``groups``: ``main`` (single-λ and λ-generalized R-BCQ, the two controls) and/or ``expected-rewards``
     (a diagnostic: the single-λ R-BCQ trained on the same transitions with each 0/1 reward replaced by its
-    exact probability, sizes up to ``expected_max_users``; the top sets stay those of the 0/1 data).
+    exact probability, sizes up to ``expected_max_users``; the top sets stay those of the 0/1 data) and/or
+    ``optimiser`` (that diagnostic at ``expected_max_users`` with each of ``OPTIMISER_VARIANTS``) and/or
+    ``tuned`` (single-λ R-BCQ on the 0/1 rewards at ``expected_max_users`` with the ``TUNED`` setting).
     """
     rows, resolutions = [], []
     table = sim.exact_retention_table(sim.CouponSimConfig())
     for n_users in s["sizes"]:
         if "main" not in groups and n_users > s["expected_max_users"]:
             continue
+        if set(groups) <= {"optimiser", "tuned"} and n_users != s["expected_max_users"]:
+            continue
         config = sim.CouponSimConfig(n_users=n_users)
         values = np.asarray(config.coupon_values)
         episodes = sim.simulate(config, rng=np.random.default_rng(seed), stochastic_policy=sim.logging_policy())
         data = CouponDataset.from_episodes(episodes)
         resolution = data_resolution(data, exact_next_day_table(config, episodes), table, s["n_se"])
-        datasets = {}
+        datasets, overrides = {}, {}
         if "main" in groups:
             resolutions.append({"seed": seed, "n_users": n_users, "transitions": len(data),
                                 **resolution_record(resolution)})
@@ -151,10 +166,23 @@ def run_seed(s: dict, seed: int, rbcq: RBCQConfig, progress: bool, groups: tuple
             datasets["single-lambda, expected rewards (diagnostic)"] = (
                 CouponDataset(data.observations, data.actions, expected, data.costs, data.next_observations,
                               data.terminals), np.array([0.0], dtype=np.float32))
+        if "optimiser" in groups and n_users == s["expected_max_users"]:
+            expected = exact_next_day_probabilities(config, episodes).astype(np.float32)
+            for label, change in OPTIMISER_VARIANTS.items():
+                name = f"single-lambda, expected rewards, {label} (diagnostic)"
+                datasets[name] = (
+                    CouponDataset(data.observations, data.actions, expected, data.costs, data.next_observations,
+                                  data.terminals), np.array([0.0], dtype=np.float32))
+                overrides[name] = change
+        if "tuned" in groups and n_users == s["expected_max_users"]:
+            name = f"single-lambda, {TUNED[0]}"
+            datasets[name] = (data, np.array([0.0], dtype=np.float32))
+            overrides[name] = TUNED[1]
         del episodes
         lengths = [max(1, int(round(f * n_users))) for f in s["steps_per_user"]]
         for name, (train_data, grid) in datasets.items():
-            learner = RBCQ(replace(rbcq, lambda_low=float(grid.min()), lambda_high=float(grid.max())), seed=seed)
+            learner = RBCQ(replace(rbcq, lambda_low=float(grid.min()), lambda_high=float(grid.max()),
+                                   **overrides.get(name, {})), seed=seed)
             sampler, rng, done = LambdaSampler(train_data, grid), np.random.default_rng(seed), 0
             if name == "single-lambda":  # negative control: the same learner before any update
                 learner.set_horizon(config.horizon)
@@ -226,8 +254,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--part", action="store_true", help="write <name>_seed<first seed>.json (then --merge)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="combine per-seed result files")
-    parser.add_argument("--groups", nargs="+", default=["main"], choices=["main", "expected-rewards"],
-                        help="main: the learners and controls; expected-rewards: the noise-free diagnostic")
+    parser.add_argument("--groups", nargs="+", default=["main"], choices=["main", "expected-rewards", "optimiser", "tuned"],
+                        help="main: the learners and controls; expected-rewards: the noise-free diagnostic; "
+                             "optimiser: that diagnostic with other optimiser settings; tuned: the 0/1 "
+                             "rewards with the setting that passed there")
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out_dir)
@@ -238,7 +268,8 @@ def main(argv: list[str] | None = None) -> Path:
     settings = {**s, "seeds": seeds, "rbcq_hidden": rbcq.hidden, "rbcq_heads": rbcq.n_heads,
                 "batch_size": rbcq.batch_size, "rbcq_lr": rbcq.lr, "bcq_threshold": rbcq.bcq_threshold,
                 "lambda_grid": "0..1 step 0.05 (lambda-generalized); 0 (single-lambda)",
-                "data": "logging policy of chapter 9, data seed = learner seed", "groups": args.groups}
+                "data": "logging policy of chapter 9, data seed = learner seed", "groups": args.groups,
+                "optimiser_variants": OPTIMISER_VARIANTS, "tuned": dict([TUNED])}
     started = time.perf_counter()
     rows, resolutions = [], []
     path = None
