@@ -808,7 +808,9 @@ class VersionedAgent:
         ``agent.json``) and its manifest beside it; return the manifest.
 
         The directory must be new or hold only a previous save (other files would enter
-        the content hash): anything else is a ConfigError.
+        the content hash): anything else is a ConfigError. The files' bytes depend only
+        on the weights, the architecture and the schema, so saving the same agent again
+        (anywhere, any time) gives the same content hash.
         """
         import torch
 
@@ -825,8 +827,13 @@ class VersionedAgent:
                     "a new or empty directory"
                 )
         root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(root / _WEIGHTS) as tmp:
-            torch.save(self.net.state_dict(), tmp)
+        # to a file object, not a path: torch.save names the zip archive's inner folder
+        # after a path's stem (here the atomic write's random temporary name) and
+        # derives .data/serialization_id from those names, so equal weights saved by
+        # path got different bytes, and a new content hash, on every save. A file
+        # object gets the fixed folder name "archive": equal weights, equal bytes.
+        with atomic_write(root / _WEIGHTS, "wb") as handle:
+            torch.save(self.net.state_dict(), handle)
         spec = {
             "version": self.version,
             "digest": self.digest,
