@@ -351,16 +351,16 @@ def _fit_cmdstan(
                 )
             }
         )
-        kwargs = dict(
-            posterior_predictive=["impressions_rep", "clicks_rep"],
-            log_likelihood="log_lik",
-            observed_data={
+        kwargs = {
+            "posterior_predictive": ["impressions_rep", "clicks_rep"],
+            "log_likelihood": "log_lik",
+            "observed_data": {
                 "impressions": data["impressions"],
                 "clicks": data["clicks"],
             },
-        )
+        }
     else:
-        kwargs = dict(log_likelihood=False)
+        kwargs = {"log_likelihood": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         idata = bc.from_cmdstanpy(fit, coords=coords, dims=dims, **kwargs)

@@ -268,7 +268,7 @@ def _ray_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         else [sys.executable, "-m", "ray.scripts.scripts"]
     )
     return subprocess.run(
-        [*cmd, *args], env=env, capture_output=True, text=True, timeout=180
+        [*cmd, *args], env=env, capture_output=True, text=True, timeout=180, check=False
     )
 
 

@@ -399,9 +399,8 @@ def alerts(report: pd.DataFrame, thresholds: Thresholds | None = None) -> pd.Dat
             if t.min_ope_value is not None and row.high < t.min_ope_value:
                 # the whole interval is below the floor
                 add(row, "alert", t.min_ope_value, "(interval's upper end) <")
-        elif row.metric == "ess":
-            if t.min_ess is not None and row.value < t.min_ess:
-                add(row, "warn", t.min_ess, "< minimum")
+        elif row.metric == "ess" and t.min_ess is not None and row.value < t.min_ess:
+            add(row, "warn", t.min_ess, "< minimum")
     columns = ["day", "level", "metric", "feature", "value", "threshold", "message"]
     return pd.DataFrame(out, columns=columns)
 

@@ -39,7 +39,7 @@ Opener = Callable[[urllib.request.Request], Any]
 
 def _default_opener(request: urllib.request.Request) -> Any:
     # the URL is a constant the reader sets (S310 warns of file:// and custom schemes)
-    return urllib.request.urlopen(request, timeout=60)  # noqa: S310
+    return urllib.request.urlopen(request, timeout=60)
 
 
 def archive_opens(path: str | os.PathLike[str]) -> bool:
@@ -127,8 +127,7 @@ def download(
             if have and _http_status(response) != 206:
                 have = 0
             with open(part, "ab" if have else "wb") as handle:
-                for block in iter(lambda: response.read(chunk_size), b""):
-                    handle.write(block)
+                handle.writelines(iter(lambda: response.read(chunk_size), b""))
                 handle.flush()
                 os.fsync(handle.fileno())
     finally:
