@@ -752,7 +752,14 @@ def tune_alpha(
         param_space={"alpha": tune.grid_search([float(a) for a in config.alphas])},
         tune_config=tune.TuneConfig(metric="fqe_value", mode="max"),
         run_config=tune.RunConfig(
-            name="cql_alpha", storage_path=str(storage_dir), verbose=0
+            name="cql_alpha",
+            storage_path=str(storage_dir),
+            verbose=0,
+            # in a notebook Tune picks a JupyterNotebookReporter, which displays an
+            # empty HTML output on creation (to update later), even at verbose=0; the
+            # command-line reporter prints nothing at verbose=0. Trial errors and
+            # Ray's warnings do not go through the reporter: they still show.
+            progress_reporter=tune.CLIReporter(),
         ),
     )
     results = tuner.fit()
