@@ -699,7 +699,9 @@ def split_users(
     """Split transitions by user (never a user in both): ``(train, holdout)``."""
     users = np.unique(table["eps_id"].to_numpy())
     rng = np.random.default_rng(seed)
-    n_hold = max(1, round(holdout_share * users.size))
+    # int(): on numpy < 2 round() of a numpy float (holdout_share may be one) is a
+    # float
+    n_hold = max(1, int(round(holdout_share * users.size)))  # noqa: RUF046
     if n_hold >= users.size:
         raise ConfigError(
             f"holdout_share {holdout_share} leaves no training users of {users.size}"
