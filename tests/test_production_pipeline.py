@@ -448,6 +448,8 @@ def test_tune_in_a_notebook_leaves_no_empty_output(tmp_path: Path) -> None:
     import nbformat
     from nbclient import NotebookClient
 
+    # Ray's socket paths must stay under 107 bytes: a short folder of its own
+    ray_temp = tempfile.mkdtemp(prefix="ray_nb_")
     code = f"""
 from pathlib import Path
 from pulse_lib.production import pipeline as P
@@ -458,14 +460,17 @@ config = P.PipelineConfig(
     train_users=200, n_steps=10, alphas=(0.5,), hidden=(8,), num_cpus=1
 )
 work = Path({str(tmp_path)!r})
-with P.ray_session(num_cpus=1, temp_dir=str(work / "ray")) as ray:
+with P.ray_session(num_cpus=1, temp_dir={ray_temp!r}) as ray:
     trials = P.tune_alpha(
         ray, transitions, config, 0.99, work / "agents", work / "tune"
     )
 print("trials", len(trials))
 """
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
     outputs = nb.cells[0].outputs
     shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
     assert not shown, shown
