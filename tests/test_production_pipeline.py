@@ -476,3 +476,6 @@ print("trials", len(trials))
     assert not shown, shown
     printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
     assert printed.strip().endswith("trials 1"), outputs
+    # nor Ray's hint to install ipywidgets (INFO, logged when Ray is imported)
+    errors = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "Missing packages" not in errors, errors

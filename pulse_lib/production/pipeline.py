@@ -360,6 +360,13 @@ def _library_root() -> str:
 
 
 def _require_ray() -> Any:
+    import logging
+
+    # In a notebook without ipywidgets, importing Ray (and Ray Data) logs "Missing
+    # packages: ['ipywidgets']. Run `pip install -U ipywidgets` ... for rich notebook
+    # output" at INFO: a hint for widgets the book does not use. Only that logger's
+    # INFO lines are dropped; its warnings still show.
+    logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - ray is in the scale extra
