@@ -22,13 +22,18 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from machine import RESULTS_DIR, machine_info, write_json
 
-from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
-from pulse_lib.budget_env import BatchedBudgetEnv, planner_policy, run_policy, synthetic_posterior  # noqa: E402
-from pulse_lib.funnel import DATASET_VERSION, TRUE_PARAMS  # noqa: E402
-from pulse_lib.ppo import PPOConfig, train  # noqa: E402
+from pulse_lib.budget_env import (
+    BatchedBudgetEnv,
+    planner_policy,
+    run_policy,
+    synthetic_posterior,
+)
+from pulse_lib.funnel import DATASET_VERSION, TRUE_PARAMS
+from pulse_lib.ppo import PPOConfig, train
 
 
 def main() -> None:

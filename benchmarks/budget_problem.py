@@ -33,19 +33,19 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from machine import RESULTS_DIR, machine_info, write_json
 
-from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
-from pulse_lib import budget_env as be  # noqa: E402
-from pulse_lib import funnel, ppo  # noqa: E402
-from pulse_lib.book import mean_ci  # noqa: E402
+from pulse_lib import budget_env as be
+from pulse_lib import funnel, ppo
+from pulse_lib.book import mean_ci
 
 NAME = "budget_problem"
 #: Targets of issue 12 on the default problem.
 TARGETS = {"even split": ("<=", 0.80), "human rule": ("<=", 0.90), "PPO": (">=", 0.95)}
 #: The Stan fit chapters 4 and 5 use (same settings, so the cache is shared).
-STAN_SETTINGS = dict(backend="cmdstan", draws=250, chains=2, seed=2018)
+STAN_SETTINGS = {"backend": "cmdstan", "draws": 250, "chains": 2, "seed": 2018}
 
 
 def default_problem(quick: bool) -> tuple[funnel.ChannelParams, be.BudgetEnvConfig, str]:
@@ -70,7 +70,7 @@ def lift(returns: np.ndarray, zero: np.ndarray, oracle: np.ndarray) -> np.ndarra
 def summary(values: np.ndarray, unit: str) -> dict[str, Any]:
     mean, half = mean_ci(values)
     return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half,
-            "n": int(len(values)), "over": unit, "values": [float(v) for v in values]}
+            "n": len(values), "over": unit, "values": [float(v) for v in values]}
 
 
 def main() -> None:
@@ -83,19 +83,19 @@ def main() -> None:
     quick = args.quick
     truth = funnel.TRUE_PARAMS
     posterior, config, source = default_problem(quick)
-    settings = dict(
-        train_seeds=(0, 1) if quick else (0, 1, 2),
-        total_steps=3_840 if quick else 400_000,
-        n_envs=32 if quick else 64,
-        learning_rate=3e-3,
-        init_log_std=-0.7,
-        eval_seeds=(0, 1, 2),
-        eval_episodes=64 if quick else 512,
-        posterior_worlds=4 if quick else 20,
-        episodes_per_world=32 if quick else 128,
-        curve_every=2 if quick else 10,
-        curve_episodes=64 if quick else 256,
-    )
+    settings = {
+        "train_seeds": (0, 1) if quick else (0, 1, 2),
+        "total_steps": 3_840 if quick else 400_000,
+        "n_envs": 32 if quick else 64,
+        "learning_rate": 3e-3,
+        "init_log_std": -0.7,
+        "eval_seeds": (0, 1, 2),
+        "eval_episodes": 64 if quick else 512,
+        "posterior_worlds": 4 if quick else 20,
+        "episodes_per_world": 32 if quick else 128,
+        "curve_every": 2 if quick else 10,
+        "curve_episodes": 64 if quick else 256,
+    }
     start = time.perf_counter()
     fixed = {
         "zero spend": lambda: be.zero_policy,
@@ -155,7 +155,7 @@ def main() -> None:
     per_world: dict[str, list[float]] = {name: [] for name in [*fixed, "PPO"]}
     world_env = be.BatchedBudgetEnv(posterior, settings["episodes_per_world"], config)
     for i in draw_ids:
-        kwargs = dict(seed=5000 + int(i), draws=np.full(settings["episodes_per_world"], i))
+        kwargs = {"seed": 5000 + int(i), "draws": np.full(settings["episodes_per_world"], i)}
         r = {name: be.run_policy(world_env, make(), **kwargs)["returns"].mean()
              for name, make in fixed.items()}
         r["PPO"] = float(np.mean([be.run_policy(world_env, ppo.agent_policy(a), **kwargs)

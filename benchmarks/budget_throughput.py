@@ -18,13 +18,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import gymnasium as gym
+import numpy as np
+import torch
+from machine import RESULTS_DIR, machine_info, write_json
 
-from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
-from pulse_lib.budget_env import BatchedBudgetEnv, BudgetEnv, synthetic_posterior  # noqa: E402
-from pulse_lib.funnel import TRUE_PARAMS  # noqa: E402
+from pulse_lib.budget_env import BatchedBudgetEnv, BudgetEnv, synthetic_posterior
+from pulse_lib.funnel import TRUE_PARAMS
 
 
 def batched_steps_per_second(n_envs: int, n_calls: int, seed: int = 0) -> float:

@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402  (benchmarks/ is on sys.path)
+
+from machine import RESULTS_DIR, machine_info, write_json
 
 NAME = "channel_model_backends"
 
@@ -52,7 +53,8 @@ def worker(backend: str, sizes: list[int], draws: int, chains: int, seed: int) -
 
     import numpy as np
 
-    from pulse_lib import bayes_compat as bc, channel_model as cm
+    from pulse_lib import bayes_compat as bc
+    from pulse_lib import channel_model as cm
     from pulse_lib.funnel import generate_funnel
 
     logging.getLogger("pymc").setLevel(logging.ERROR)
@@ -93,7 +95,7 @@ def run_backend(
         cmd = [sys.executable, __file__, "--worker", backend, "--sizes", *map(str, sizes),
                "--draws", str(draws), "--chains", str(chains), "--seed", str(seed)]
         start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
         rows = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # (the CI job runs this script with a bare Python plus numpy).
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from machine import RESULTS_DIR, machine_info, write_json  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ("02", "03", "05", "07", "10")
@@ -67,7 +67,7 @@ def find_python(name: str) -> str:
                    for base in sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}*"), reverse=True)]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
-            ok = subprocess.run([candidate, "-c", "import venv, ensurepip"], capture_output=True)
+            ok = subprocess.run([candidate, "-c", "import venv, ensurepip"], capture_output=True, check=False)
             if ok.returncode == 0:
                 return candidate
     raise SystemExit(f"cannot find a working {name} on PATH, in /usr/bin or under ~/.pyenv/versions; "
@@ -80,7 +80,7 @@ def run(cmd: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] 
     with log.open("a") as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n")
         handle.flush()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True, check=False)
     if check and proc.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
@@ -142,11 +142,11 @@ def probe(py: str, log: Path, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
     # installed from (pip's direct_url.json)? Run from outside the copy, without the variable.
     bare = {k: v for k, v in env.items() if k != "PULSE_BOOK_ROOT"}
     found = subprocess.run([py, "-c", "from pulse_lib import book; print(book.repo_root())"], cwd=cwd,
-                           env=bare, capture_output=True, text=True)
+                           env=bare, capture_output=True, text=True, check=False)
     root_found = found.stdout.strip() if found.returncode == 0 else f"error: {found.stderr.strip()[-300:]}"
-    check = subprocess.run([py, "-m", "pip", "check"], cwd=cwd, env=env, capture_output=True, text=True)
+    check = subprocess.run([py, "-m", "pip", "check"], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     config = subprocess.run([py, "-m", "pip", "config", "list"], cwd=cwd, env=env, capture_output=True,
-                            text=True).stdout
+                            text=True, check=False).stdout
     constraints = [line.split("=", 1)[1].strip("'") for line in config.splitlines() if ".constraint=" in line]
     pinned = []
     for path in constraints:
@@ -233,7 +233,7 @@ def wait_for_cmdstan(py: str, env: dict[str, str], seconds: float) -> str:
     code = "from pulse_lib.stan import find_existing; print(find_existing() or '')"
     deadline = time.monotonic() + seconds
     while True:
-        found = subprocess.run([py, "-c", code], env=env, capture_output=True, text=True).stdout.strip()
+        found = subprocess.run([py, "-c", code], env=env, capture_output=True, text=True, check=False).stdout.strip()
         if found:
             return found
         if time.monotonic() > deadline:

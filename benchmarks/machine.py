@@ -51,7 +51,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch_version,
         "cuda": cuda,
         "load_average_1_5_15min": load,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 

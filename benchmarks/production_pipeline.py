@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from machine import RESULTS_DIR, machine_info, write_results
 
@@ -75,11 +75,11 @@ def _memory(pid: int) -> tuple[int, int]:
     """``(rss, pss)`` bytes of one process (0, 0 if it is gone)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
-            fields = dict(
-                (line.split()[0].rstrip(":"), int(line.split()[1]) * 1024)
+            fields = {
+                line.split()[0].rstrip(":"): int(line.split()[1]) * 1024
                 for line in fh
                 if line.split() and line.split()[0] in ("Rss:", "Pss:")
-            )
+            }
         return fields.get("Rss", 0), fields.get("Pss", 0)
     except (OSError, ValueError, IndexError):
         return 0, 0
@@ -112,7 +112,7 @@ class TreeMemory:
             self.sampler_cpu_s = time.thread_time() - start
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> TreeMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -130,7 +130,7 @@ class TreeMemory:
 
 
 def _du(path: Path) -> int:
-    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True)
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False)
     return int(out.stdout.split()[0]) if out.returncode == 0 else -1
 
 

@@ -37,7 +37,7 @@ def summarise(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
     for name, part in rows.groupby("estimator", sort=False):
         err = part["value"] - part["truth"]
         entry = {
-            "n": int(len(part)), "bias": float(err.mean()), "sd": float(err.std(ddof=1)) if len(part) > 1 else None,
+            "n": len(part), "bias": float(err.mean()), "sd": float(err.std(ddof=1)) if len(part) > 1 else None,
             "rmse": float(np.sqrt((err**2).mean())),
             "coverage": float(((part["low"] <= part["truth"]) & (part["truth"] <= part["high"])).mean()),
             "mean_half_width": float(((part["high"] - part["low"]) / 2).mean()),
@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     if args.quick:
         n_datasets, n_users, n_truth, n_boot, n_diagnosis, n_big = 2, 40, 500, 50, 1, 1
-        budget: dict[str, Any] = dict(n_iterations=3, steps_per_iteration=5, hidden=(8,))
+        budget: dict[str, Any] = {"n_iterations": 3, "steps_per_iteration": 5, "hidden": (8,)}
         config = S.SimulatorConfig(horizon=5)
     else:
         n_datasets, n_users, n_truth, n_boot, n_diagnosis, n_big = 20, 600, 50_000, 500, 1, 5
-        budget = dict(n_iterations=40, steps_per_iteration=50, hidden=(32, 32))  # the old FQE's 2,000 steps
+        budget = {"n_iterations": 40, "steps_per_iteration": 50, "hidden": (32, 32)}  # the old FQE's 2,000 steps
         config = S.SimulatorConfig()
     sim = S.PulseSimulator(config)
     targets = {
@@ -105,18 +105,18 @@ def main(argv: list[str] | None = None) -> Path:
     for r in range(0 if args.no_diagnosis else n_diagnosis):
         table = S.generate_logged_dataset(n_users, seed=500 + r, logging_policy="uniform", config=config)
         variants = {
-            "old: Huber loss, no days-left input": dict(loss="huber", time_feature=False),
-            "squared loss, no days-left input": dict(loss="mse", time_feature=False),
-            "squared loss + days-left input": dict(loss="mse", time_feature=True),
+            "old: Huber loss, no days-left input": {"loss": "huber", "time_feature": False},
+            "squared loss, no days-left input": {"loss": "mse", "time_feature": False},
+            "squared loss + days-left input": {"loss": "mse", "time_feature": True},
         }
         for label, kwargs in variants.items():
             fit = E.fit_fqe(table, targets[target], config.gamma, seed=r, **budget, **kwargs)
-            diagnosis.append(dict(dataset=r, variant=label, value=fit.estimate.value, converged=fit.converged,
-                                  trace=[float(v) for v in fit.values], truth=truth[target].mean))
+            diagnosis.append({"dataset": r, "variant": label, "value": fit.estimate.value, "converged": fit.converged,
+                                  "trace": [float(v) for v in fit.values], "truth": truth[target].mean})
         lin = E.fit_fqe_linear(table, targets[target], config.gamma, history=False)
-        diagnosis.append(dict(dataset=r, variant="linear, solved at its fixed point (LSTD-Q), features only",
-                              value=lin.estimate.value, converged=lin.converged,
-                              trace=[float(v) for v in lin.values], truth=truth[target].mean))
+        diagnosis.append({"dataset": r, "variant": "linear, solved at its fixed point (LSTD-Q), features only",
+                              "value": lin.estimate.value, "converged": lin.converged,
+                              "trace": [float(v) for v in lin.values], "truth": truth[target].mean})
     payload["fqe_diagnosis"] = {"target": target, "rows": diagnosis}
     indices = range(n_datasets)
     if args.datasets:
@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> Path:
             big_return = float((big["reward"] * config.gamma ** big["t"]).groupby(big["eps_id"]).sum().mean())
             for name, policy in {**targets, on_policy: S.uniform_policy}.items():
                 fit = E.fit_fqe_linear(big, policy, config.gamma, history=False)
-                bias_rows.append(dict(dataset=r, users=5 * n_users, target=name,
-                                      variant="features only, 5x users", value=fit.estimate.value,
-                                      logged_return=big_return,
-                                      truth=truth_on_policy.mean if name == on_policy else truth[name].mean))
+                bias_rows.append({"dataset": r, "users": 5 * n_users, "target": name,
+                                      "variant": "features only, 5x users", "value": fit.estimate.value,
+                                      "logged_return": big_return,
+                                      "truth": truth_on_policy.mean if name == on_policy else truth[name].mean})
         payload["bias_diagnosis"] = {"rows": bias_rows}
         reward_model = E.RewardModel(seed=r, max_iter=100).fit(table)
         for name, policy in targets.items():
@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> Path:
 
 #: FQE-linear variants of the bias diagnosis: keyword arguments of ``fit_fqe_linear``.
 BIAS_VARIANTS: dict[str, dict[str, Any]] = {
-    "features only": dict(history=False),
-    "features + hidden state (oracle)": dict(history=False, extra="hidden"),
-    "features + send history": dict(segment_feature=None),
-    "features + send history per age group (default)": dict(),
+    "features only": {"history": False},
+    "features + hidden state (oracle)": {"history": False, "extra": "hidden"},
+    "features + send history": {"segment_feature": None},
+    "features + send history per age group (default)": {},
 }
 
 
@@ -189,8 +189,8 @@ def bias_diagnosis(table: pd.DataFrame, targets: dict[str, Any], truth: dict[str
         kwargs = {**kwargs, "extra": hidden_state(table)} if kwargs.get("extra") == "hidden" else kwargs
         for name, policy in targets.items():
             fit = E.fit_fqe_linear(table, policy, config.gamma, **kwargs)
-            rows.append(dict(dataset=dataset, users=users, target=name, variant=variant,
-                             value=fit.estimate.value, truth=truth[name], logged_return=logged_return))
+            rows.append({"dataset": dataset, "users": users, "target": name, "variant": variant,
+                             "value": fit.estimate.value, "truth": truth[name], "logged_return": logged_return})
     return rows
 
 

@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info, write_json  # noqa: E402
+from machine import machine_info, write_json
 
-from pulse_lib.production.versioning import DEFAULT_SCHEMA, VersionedAgent  # noqa: E402
+from pulse_lib.production.versioning import DEFAULT_SCHEMA, VersionedAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -51,7 +51,6 @@ __all__ = [
     "from_cmdstanpy",
     "from_dict",
     "from_netcdf",
-    "to_netcdf",
     "get_group",
     "group_names",
     "has_group",
@@ -64,6 +63,7 @@ __all__ = [
     "rhat",
     "set_group",
     "summary",
+    "to_netcdf",
     "versions",
 ]
 

@@ -309,12 +309,9 @@ def mean_ci(
             "mean_ci: values must be a sequence of numbers, got "
             f"{type(values).__name__}"
         )
-    try:
-        x = check_array(
-            "mean_ci: values", values, ndim=1, allow_empty=True, error=ConfigError
-        )
-    except ConfigError:
-        raise
+    x = check_array(
+        "mean_ci: values", values, ndim=1, allow_empty=True, error=ConfigError
+    )
     if x.size == 0:
         raise ConfigError("mean_ci: values is empty (no values given)")
     check_scalar(
@@ -356,10 +353,9 @@ def load_benchmark(name: str) -> dict[str, Any] | None:
     error: a chapter must never show a number whose provenance is unknown.
     """
     import json
+    import re
 
     from pulse_lib.errors import DataFormatError
-
-    import re
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise ConfigError(
@@ -462,9 +458,11 @@ def version_text(extra: Sequence[str] = ()) -> str:
     except ImportError:
         device, threads = "cpu", 0
     lines = [
-        f"Python {platform.python_version()} on {platform.system()} "
-        f"{platform.machine()}, "
-        f"{os.cpu_count()} cores, device {device}, torch threads {threads}",
+        (
+            f"Python {platform.python_version()} on {platform.system()} "
+            f"{platform.machine()}, "
+            f"{os.cpu_count()} cores, device {device}, torch threads {threads}"
+        ),
         *(
             f"{name:>12} {version}"
             for name, version in versions.items()

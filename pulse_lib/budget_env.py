@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -190,13 +190,13 @@ class BudgetEnvConfig:
             if spend.empty:
                 raise SchemaError(f"channel {ch!r} has no day with positive spend")
             ranges.append((float(spend.min()), float(spend.max())))
-        settings: dict[str, Any] = dict(
-            horizon_days=horizon_days,
-            budget_range=(low, high),
-            channels=names,
-            logged_spend=tuple(ranges),
-            calendar_start=str(daily.index.min().date()),
-        )
+        settings: dict[str, Any] = {
+            "horizon_days": horizon_days,
+            "budget_range": (low, high),
+            "channels": names,
+            "logged_spend": tuple(ranges),
+            "calendar_start": str(daily.index.min().date()),
+        }
         settings.update(overrides)
         return cls(**settings)
 
@@ -569,7 +569,7 @@ class BatchedBudgetEnv:
 class BudgetEnv(gym.Env):
     """One budget period as a :class:`gymnasium.Env` (see the module docstring)."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self, params: ChannelParams, config: BudgetEnvConfig | None = None
@@ -967,7 +967,7 @@ def plan_remaining(
     """
     holidays = np.asarray(holidays, dtype=float)
     remaining = np.asarray(remaining, dtype=float)
-    n, d = holidays.shape
+    n, _ = holidays.shape  # also: holidays must be 2-D
     from scipy.special import gammaln
 
     k = params.n_channels

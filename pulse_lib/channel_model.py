@@ -46,7 +46,7 @@ from pulse_lib.funnel import (
     expected_impressions,
     validate_funnel,
 )
-from pulse_lib.io import file_lock
+from pulse_lib.io import file_lock, sha256_of
 
 Backend = Literal["cmdstan", "pymc", "nutpie"]
 Pooling = Literal["none", "partial"]
@@ -263,7 +263,7 @@ def compile_stan_model(
 
     ensure_cmdstan()
     source = model_file(name)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    digest = sha256_of(source)[:16]
     folder = (cache or stan_cache_dir()) / f"{name}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / source.name
@@ -351,16 +351,16 @@ def _fit_cmdstan(
                 )
             }
         )
-        kwargs = dict(
-            posterior_predictive=["impressions_rep", "clicks_rep"],
-            log_likelihood="log_lik",
-            observed_data={
+        kwargs = {
+            "posterior_predictive": ["impressions_rep", "clicks_rep"],
+            "log_likelihood": "log_lik",
+            "observed_data": {
                 "impressions": data["impressions"],
                 "clicks": data["clicks"],
             },
-        )
+        }
     else:
-        kwargs = dict(log_likelihood=False)
+        kwargs = {"log_likelihood": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         idata = bc.from_cmdstanpy(fit, coords=coords, dims=dims, **kwargs)

@@ -56,11 +56,11 @@ SOURCES_ENV = "PULSE_COURSE_SOURCES"
 HIDDEN_TAGS = frozenset({"hide-cell", "remove-cell", "hide-input", "remove-input"})
 
 _EXERCISE = re.compile(
-    r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?:[^\n]*\n)*?:label:\s*(\S+)", re.M
+    r"^(`{3,}|:{3,})\{exercise\}[^\n]*\n(?:[^\n]*\n)*?:label:\s*(\S+)", re.MULTILINE
 )
 _SOLUTION_OPEN = re.compile(r"^(`{3,}|:{3,})\{solution\}")
 _STRICT = re.compile(r"strict\s*=\s*True")
-_HEADING = re.compile(r"^#{1,6} ", re.M)
+_HEADING = re.compile(r"^#{1,6} ", re.MULTILINE)
 
 
 def exercise_labels(text: str) -> list[str]:
@@ -305,9 +305,10 @@ def run_hidden(chapter: str, cell_id: str) -> None:
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            exec(
+            # the chapter's own hidden cell, run as the notebook would run it
+            exec(  # noqa: S102
                 compile(source, f"<{chapter} hidden cell {cell_id}>", "exec"), namespace
-            )  # noqa: S102
+            )
     except Exception:
         sys.stdout.write(printed.getvalue())
         raise

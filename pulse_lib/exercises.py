@@ -102,9 +102,8 @@ def check(
         return False
     try:
         reason = _verdict(test(answer))
-    except (
-        Exception
-    ) as exc:  # the student's answer may be of any shape: report, don't crash
+    # the student's answer may be of any shape: report, don't crash
+    except Exception as exc:  # noqa: BLE001
         reason = f"checking raised {type(exc).__name__}: {exc}"
     if reason is None:
         print(f"[{name}] correct.")

@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

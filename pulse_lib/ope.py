@@ -32,20 +32,20 @@ from pulse_lib.validation import (
 )
 
 __all__ = [
+    "TRAJECTORY_ESTIMATORS",
     "OPEEstimate",
-    "ips",
-    "snips",
+    "bootstrap_mean_interval",
+    "bootstrap_trajectory_intervals",
     "direct_method",
     "doubly_robust",
+    "effective_sample_size",
+    "ips",
+    "per_decision_is",
+    "percentile_interval",
+    "snips",
     "trajectory_is",
     "trajectory_wis",
-    "per_decision_is",
     "weighted_per_decision_is",
-    "effective_sample_size",
-    "TRAJECTORY_ESTIMATORS",
-    "bootstrap_mean_interval",
-    "percentile_interval",
-    "bootstrap_trajectory_intervals",
 ]
 
 

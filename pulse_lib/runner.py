@@ -204,7 +204,7 @@ def _cached(output: Path, key: str) -> bool:
 
     try:
         meta = nbformat.read(output, as_version=4).metadata.get("pulse_book", {})
-    except Exception:
+    except Exception:  # noqa: BLE001  (an unreadable copy is simply not cached)
         return False
     return meta.get("inputs_key") == key
 
@@ -258,7 +258,7 @@ def chapter_times_markdown(root: Path) -> str:
             continue
         try:
             meta = nbformat.read(executed, as_version=4).metadata.get("pulse_book", {})
-        except Exception:
+        except Exception:  # noqa: BLE001, S112  (an unreadable copy has no row)
             continue
         if "seconds" in meta:
             rows.append(
@@ -298,7 +298,7 @@ def _describe_failed_cell(
 
     try:
         cells = nbformat.read(executed, as_version=4).cells
-    except Exception:
+    except Exception:  # noqa: BLE001  (fall back to the plain cell number)
         return f"cell {cell_index} of the executed copy (execution count {exec_count})"
     injected = [
         i
@@ -406,7 +406,7 @@ def execute_chapter(
             seconds,
             f"{where}: {exc.ename}: {exc.evalue}; executed copy in {failed}",
         )
-    except Exception as exc:  # kernel died, notebook unreadable, ...
+    except Exception as exc:  # noqa: BLE001  (kernel died, notebook unreadable, ...)
         return ChapterResult(
             chapter,
             "failed",

@@ -540,7 +540,7 @@ def parse_dates(
     import pandas as pd
 
     _check_format(name, fmt, error)
-    if isinstance(values, (str, bytes)) or isinstance(values, Mapping):
+    if isinstance(values, (str, bytes, Mapping)):
         raise error(f"{name} must be a column of date strings, got {_show(values)}")
     series = (
         values.copy()

@@ -14,12 +14,12 @@ import subprocess
 from pathlib import Path
 
 import nbformat
+import pagecheck
 import pytest
 import yaml
 from bs4 import BeautifulSoup
 from PIL import Image
 
-import pagecheck
 from pulse_lib import runner
 
 pytestmark = pytest.mark.book

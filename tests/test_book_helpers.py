@@ -78,20 +78,17 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
     target = tmp_path / "out.txt"
     with io.atomic_write(target, "w") as handle:
         handle.write("first")
-    with pytest.raises(RuntimeError):
-        with io.atomic_write(target, "w") as handle:
-            handle.write("half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), io.atomic_write(target, "w") as handle:
+        handle.write("half")
+        raise RuntimeError("crash while writing")
     assert target.read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
-    with pytest.raises(RuntimeError):
-        with io.atomic_path(tmp_path / "new.bin") as tmp:
-            tmp.write_bytes(b"x")
-            raise RuntimeError
+    with pytest.raises(RuntimeError), io.atomic_path(tmp_path / "new.bin") as tmp:
+        tmp.write_bytes(b"x")
+        raise RuntimeError
     assert not (tmp_path / "new.bin").exists() and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
-    with pytest.raises(ValueError, match="supports modes"):
-        with io.atomic_write(target, "a"):
-            pass
+    with pytest.raises(ValueError, match="supports modes"), io.atomic_write(target, "a"):
+        pass
 
 
 def test_markdown_table_formats_floats_only_when_asked():

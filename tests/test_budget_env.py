@@ -180,7 +180,7 @@ def test_human_policy_keeps_its_shares_on_average():
 def test_planner_with_the_truth_beats_the_human_split():
     truth_plan = be.plan_shares(TRUE_PARAMS, 2000 / 30)
     assert truth_plan.sum() == pytest.approx(1.0) and np.all(truth_plan >= 0)
-    value = lambda shares: be.expected_daily_value(TRUE_PARAMS, 2000 / 30 * shares)  # noqa: E731
+    value = lambda shares: be.expected_daily_value(TRUE_PARAMS, 2000 / 30 * shares)
     assert value(truth_plan) > value(HUMAN_SHARES)
     assert value(truth_plan) >= value(np.full(K, 0.25)) - 1e-9
     with pytest.raises(ConfigError, match="daily_budget"):
@@ -189,7 +189,7 @@ def test_planner_with_the_truth_beats_the_human_split():
 
 def test_robust_plan_averages_over_draws(posterior):
     robust = be.plan_shares(posterior, 2000 / 30)
-    values = lambda shares: be.expected_daily_value(posterior, 2000 / 30 * shares).mean()  # noqa: E731
+    values = lambda shares: be.expected_daily_value(posterior, 2000 / 30 * shares).mean()
     assert values(robust) >= values(be.plan_shares(TRUE_PARAMS, 2000 / 30)) - 1e-9
 
 

@@ -46,6 +46,6 @@ def test_exercise_failed_is_a_pulse_error_and_an_assertion_error():
 
 
 def test_close_to_refuses_bad_tolerances():
-    for bad in (dict(rtol=-1.0), dict(atol=float("nan")), dict(rtol="1")):
+    for bad in ({"rtol": -1.0}, {"atol": float("nan")}, {"rtol": "1"}):
         with pytest.raises(ConfigError):
             exercises.close_to(1.0, **bad)

@@ -189,8 +189,8 @@ def _path_write(path: Any) -> None:
 # --------------------------------------------------------------------------- ope
 
 N = 4
-GOOD_BANDIT = dict(rewards=[1.0, 0.0, 2.0, 1.0], target_prob=[0.5, 0.2, 0.9, 1.0],
-                   behaviour_prob=[0.5, 0.5, 0.5, 0.5])
+GOOD_BANDIT = {"rewards": [1.0, 0.0, 2.0, 1.0], "target_prob": [0.5, 0.2, 0.9, 1.0],
+                   "behaviour_prob": [0.5, 0.5, 0.5, 0.5]}
 GOOD_DR = dict(GOOD_BANDIT, q_hat_logged_action=[0.5] * N, v_hat_target=[0.5] * N)
 GOOD_TRAJ = dict(episode_ids=[0, 0, 1, 1], steps=[0, 1, 0, 1], **GOOD_BANDIT)
 
@@ -256,8 +256,8 @@ def _ope_cases() -> Iterator[Case]:
                            ("inf", np.inf), ("bool", True), ("string", "0.9"), ("none", None)]:
             yield Case(f"ope.{name}/gamma-{cls}",
                        lambda c, fn=fn, g=gamma: fn(**GOOD_TRAJ, gamma=g), "gamma", SchemaError)
-        long_ep = dict(episode_ids=[0] * 3, steps=[0, 1, 2], rewards=[1.0] * 3, target_prob=[1.0] * 3,
-                       behaviour_prob=[1e-200] * 3)
+        long_ep = {"episode_ids": [0] * 3, "steps": [0, 1, 2], "rewards": [1.0] * 3, "target_prob": [1.0] * 3,
+                       "behaviour_prob": [1e-200] * 3}
         yield Case(f"ope.{name}/weights-overflow", lambda c, fn=fn, kw=long_ep: fn(**kw),
                    "overflow")
     for cls, value in [("nan", [1.0, np.nan]), ("negative", [1.0, -2.0]), ("empty", []),
@@ -525,10 +525,9 @@ def test_stale_temp_files_are_cleaned_and_fresh_or_foreign_ones_kept(tmp_path: P
 
 
 def test_failed_writes_leave_nothing_behind(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError):
-        with io.atomic_write(tmp_path / "x.txt", "w") as handle:
-            handle.write("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), io.atomic_write(tmp_path / "x.txt", "w") as handle:
+        handle.write("half")
+        raise RuntimeError("crash")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -445,7 +445,7 @@ def _pulserl_cases() -> Iterator[Case]:
                SchemaError)
     yield Case("pulserl.data.validate_table/not-a-frame", lambda c: validate({"t": [0]}), "DataFrame",
                SchemaError)
-    first = sorted(RELEASE.rglob("*.json"))[0]
+    first = min(RELEASE.rglob("*.json"))
     read = pulserl_data.read_sample_batches
     yield Case("pulserl.data.read_sample_batches/a-string-path", lambda c: read(str(first)),
                r"single path.*\[path\]", ConfigError)

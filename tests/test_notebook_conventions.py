@@ -51,7 +51,7 @@ def test_labels_are_unique_across_chapters():
     seen: dict[str, str] = {}
     for path in NOTEBOOKS:
         text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
-        for label in re.findall(r":label: (\S+)", text) + re.findall(r"^\(([\w-]+)\)=", text, flags=re.M):
+        for label in re.findall(r":label: (\S+)", text) + re.findall(r"^\(([\w-]+)\)=", text, flags=re.MULTILINE):
             assert label not in seen, f"label {label} in {path.name} is also in {seen[label]}"
             seen[label] = path.name
 

@@ -215,13 +215,13 @@ def test_snips_stays_within_the_reward_range(rewards: list[float], seed: int) ->
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(rewards=[1.0, np.nan], target_prob=[1, 1], behaviour_prob=[1, 1]), "rewards.*row 1"),
-        (dict(rewards=[1.0, 1.0], target_prob=[1, 1], behaviour_prob=[1, 0.0]), "behaviour_prob.*row 1"),
-        (dict(rewards=[1.0, 1.0], target_prob=[1, 1.5], behaviour_prob=[1, 1]), "target_prob.*row 1"),
-        (dict(rewards=[1.0, 1.0], target_prob=[1], behaviour_prob=[1, 1]), "target_prob has 1 rows"),
-        (dict(rewards=[[1.0, 1.0]], target_prob=[1], behaviour_prob=[1]), "rewards must be 1-D"),
-        (dict(rewards=[], target_prob=[], behaviour_prob=[]), "empty"),
-        (dict(rewards=[1.0], target_prob=[None], behaviour_prob=[1]), "target_prob"),
+        ({"rewards": [1.0, np.nan], "target_prob": [1, 1], "behaviour_prob": [1, 1]}, "rewards.*row 1"),
+        ({"rewards": [1.0, 1.0], "target_prob": [1, 1], "behaviour_prob": [1, 0.0]}, "behaviour_prob.*row 1"),
+        ({"rewards": [1.0, 1.0], "target_prob": [1, 1.5], "behaviour_prob": [1, 1]}, "target_prob.*row 1"),
+        ({"rewards": [1.0, 1.0], "target_prob": [1], "behaviour_prob": [1, 1]}, "target_prob has 1 rows"),
+        ({"rewards": [[1.0, 1.0]], "target_prob": [1], "behaviour_prob": [1]}, "rewards must be 1-D"),
+        ({"rewards": [], "target_prob": [], "behaviour_prob": []}, "empty"),
+        ({"rewards": [1.0], "target_prob": [None], "behaviour_prob": [1]}, "target_prob"),
     ],
 )
 def test_bad_bandit_input_is_named(kwargs: dict, message: str) -> None:
@@ -235,7 +235,7 @@ def test_snips_with_all_zero_target_prob_is_an_error() -> None:
 
 
 def test_bad_trajectory_input_is_named() -> None:
-    ok = dict(rewards=[1.0, 1.0], target_prob=[1, 1], behaviour_prob=[1, 1])
+    ok = {"rewards": [1.0, 1.0], "target_prob": [1, 1], "behaviour_prob": [1, 1]}
     with pytest.raises(SchemaError, match="episode 0.*step"):
         ope.trajectory_is([0, 0], [0, 2], **ok)
     with pytest.raises(SchemaError, match="episode 0.*step"):

@@ -116,6 +116,52 @@ def test_injected_drift_in_one_feature_gives_exactly_that_alert(reference):
     assert found[["level", "feature"]].values.tolist() == [["warn", "score"]]
 
 
+def _aging_log(days: int, n: int, seed: int, shift: dict | None = None) -> pd.DataFrame:
+    """Like :func:`_log`, but ``age`` grows with the day by construction (as the
+    recency features of a cohort do): day ``d`` draws ages ``d+1 .. d+6``."""
+    log = _log(days, n, seed, shift)
+    log["age"] = log["age"] + log["day"]
+    return log
+
+
+def test_per_day_reference_is_quiet_where_a_pooled_one_pages(tmp_path):
+    training = _aging_log(days=5, n=4_000, seed=11).rename(columns={"day": "t"})
+    pooled = M.DriftReference(training, SCHEMA)
+    per_day = M.DriftReference(training, SCHEMA, by="t")
+    assert sorted(per_day.days) == [0, 1, 2, 3, 4]
+    assert per_day.for_day(np.int64(3)).n_rows == 4_000
+    assert pooled.for_day(3) is pooled
+    live = _aging_log(days=5, n=4_000, seed=12)  # the same process: no drift
+    loud = M.alerts(M.daily_report(live, pooled, schema=SCHEMA))
+    assert set(loud["feature"]) == {"age"} and len(loud) >= 4  # every day but the middle
+    quiet = M.alerts(M.daily_report(live, per_day, schema=SCHEMA))
+    assert quiet.empty, quiet["message"].tolist()
+    # an injected drift still raises exactly its alert
+    drifted = _aging_log(days=5, n=4_000, seed=13, shift={3: ("score", 1.0)})
+    found = M.alerts(M.daily_report(drifted, per_day, schema=SCHEMA))
+    assert found[["day", "level", "feature"]].values.tolist() == [[3, "alert", "score"]]
+    # a log day the reference never saw, and a bad day column, are named
+    with pytest.raises(SchemaError, match=r"no rows for day 5 .*0 to 4"):
+        M.daily_report(_aging_log(days=6, n=100, seed=14), per_day, schema=SCHEMA)
+    with pytest.raises(SchemaError, match="no day column 'day'"):
+        M.DriftReference(training, SCHEMA, by="day")
+    gaps = training.astype({"t": float})
+    gaps.loc[7, "t"] = np.nan
+    with pytest.raises(SchemaError, match="'t' is missing at row 7"):
+        M.DriftReference(gaps, SCHEMA, by="t")
+
+
+def test_per_day_reference_matches_dates():
+    dates = pd.to_datetime(["2024-01-01", "2024-01-02"])
+    training = _log(days=2, n=2_000, seed=21)
+    training["day"] = dates[training["day"]]
+    per_day = M.DriftReference(training, SCHEMA, by="day")
+    live = _log(days=2, n=2_000, seed=22)
+    live["day"] = dates[live["day"]]
+    report = M.daily_report(live, per_day, schema=SCHEMA)
+    assert report["day"].nunique() == 2 and M.alerts(report).empty
+
+
 def test_rates_reward_and_ope_equal_direct_computations(reference):
     log = _log(days=2, n=3_000, seed=4)
 

@@ -428,3 +428,97 @@ def test_slot_and_app_refuse_bad_setup():
         AgentSlot(QuantileQNetwork())
     with pytest.raises(ConfigError, match="max_batch"):
         create_app(a, max_batch=0)
+
+
+BODY_LIMIT = 20_000
+
+
+@pytest.fixture(scope="module")
+def small_body_server():
+    app = create_app(_agent(0), max_batch=MAX_BATCH, max_body_bytes=BODY_LIMIT)
+    with running_server(app) as server:
+        yield server
+
+
+def test_body_over_content_length_limit_is_413_before_it_is_read(small_body_server):
+    import socket
+
+    # the header announces 10 MB; only 100 bytes follow, and the answer comes anyway:
+    # the service decided from the header alone, without waiting for the body
+    with socket.create_connection(("127.0.0.1", small_body_server.port), 10) as sock:
+        sock.settimeout(10)
+        head = (
+            b"POST /decide/batch HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            b"content-type: application/json\r\ncontent-length: 10000000\r\n\r\n"
+        )
+        sock.sendall(head + b"x" * 100)
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert json.loads(body)["detail"] == (
+        "request body of 10,000,000 bytes (Content-Length) is over the limit of "
+        f"{BODY_LIMIT:,} bytes"
+    )
+
+
+def test_oversized_body_is_413_not_a_json_error(small_body_server):
+    not_json = b"x" * (BODY_LIMIT + 1)  # decoding it would be a 422
+    with httpx.Client(base_url=small_body_server.url, timeout=30) as c:
+        r = c.post(
+            "/decide/batch",
+            content=not_json,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 413, r.text
+        detail = r.json()["detail"]
+        assert "(Content-Length) is over the limit of 20,000 bytes" in detail
+
+    def chunked(data: bytes, size: int = 4_000):  # no Content-Length: streamed count
+        for i in range(0, len(data), size):
+            yield data[i : i + size]
+
+    with httpx.Client(base_url=small_body_server.url, timeout=30) as c:
+        r = c.post(
+            "/decide/batch",
+            content=chunked(not_json + b"x" * 5_000),
+            headers={"content-type": "application/json"},
+        )
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413, r.text
+        assert r.json()["detail"].startswith(
+            "request body is over the limit of 20,000 bytes (stopped reading at"
+        )
+    # a chunked body within the limit reaches the app whole
+    rows = [{"user_id": i, "features": [0.25] * 63} for i in range(3)]
+    with httpx.Client(base_url=small_body_server.url, timeout=30) as c:
+        r = c.post(
+            "/decide/batch",
+            content=chunked(json.dumps({"requests": rows}).encode(), 500),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        assert [d["user_id"] for d in r.json()["decisions"]] == [0, 1, 2]
+        health = c.get("/health").json()
+        assert health["max_body_bytes"] == BODY_LIMIT
+
+
+def test_default_body_limit_leaves_the_row_count_413(setup, client):
+    from pulse_lib.production.serving import default_max_body_bytes
+
+    assert client.get("/health").json()["max_body_bytes"] == default_max_body_bytes(
+        MAX_BATCH
+    )
+    # rows of 17-digit features, one over the batch limit: under the byte limit, so
+    # the answer is the row-count 413 (the BAD_REQUESTS case), and twice the byte
+    # limit of such rows is the byte 413
+    row = {"user_id": 1, "features": (setup["obs"][1] / 3).tolist()}
+    one = len(json.dumps(row))
+    assert (MAX_BATCH + 1) * one < default_max_body_bytes(MAX_BATCH)
+    many = 2 * default_max_body_bytes(MAX_BATCH) // one
+    r = client.post("/decide/batch", json={"requests": [row] * many})
+    assert r.status_code == 413 and "(Content-Length)" in r.json()["detail"]

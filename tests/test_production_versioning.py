@@ -220,6 +220,24 @@ def test_agent_save_load_round_trip_scores_equal(tmp_path):
     assert V.VersionedAgent.load(tmp_path / "agent").version == other.version
 
 
+def test_agent_content_hash_depends_on_the_weights_only(tmp_path):
+    agent = V.VersionedAgent(_net())
+    first = agent.save(tmp_path / "a")
+    again = agent.save(tmp_path / "b")  # another directory, another temporary name
+    assert again.sha256 == first.sha256
+    assert (tmp_path / "a" / "weights.pt").read_bytes() == (
+        tmp_path / "b" / "weights.pt"
+    ).read_bytes()
+    assert agent.save(tmp_path / "a").sha256 == first.sha256  # saved over itself
+    net = _net()
+    with torch.no_grad():
+        net.body[0].weight[0, 0] += 1e-3  # one weight changed
+    changed = V.VersionedAgent(net).save(tmp_path / "c")
+    assert changed.content["files"]["weights.pt"] != first.content["files"]["weights.pt"]
+    assert changed.sha256 != first.sha256
+    assert V.VersionedAgent.load(tmp_path / "b").version == agent.version
+
+
 def test_agent_from_cql_and_dataset_scoring(tmp_path):
     cql = TorchCQL(CQLConfig(hidden=(8,), n_quantiles=2), seed=0)
     agent = V.VersionedAgent.from_cql(cql)

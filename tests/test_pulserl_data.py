@@ -26,7 +26,7 @@ from pulse_lib.pulserl.features import FEATURE_NAMES, N_FEATURES
 FIXTURES = Path(__file__).parent / "fixtures" / "pulserl"
 RELEASE = FIXTURES / "tiny_release"
 sys.path.insert(0, str(FIXTURES))
-from lz4_frame import frame_uncompressed, unframe_uncompressed  # noqa: E402
+from lz4_frame import frame_uncompressed, unframe_uncompressed
 
 
 def test_feature_names_follow_the_release() -> None:
@@ -265,7 +265,7 @@ def test_download_restarts_when_range_is_ignored(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [(dict(expected_size=10), "size"), (dict(sha256="0" * 64), "sha256"), (dict(), "not a readable")],
+    [({"expected_size": 10}, "size"), ({"sha256": "0" * 64}, "sha256"), ({}, "not a readable")],
 )
 def test_download_rejects_a_bad_file(tmp_path: Path, kwargs: dict, message: str) -> None:
     payload = _zip_bytes() if kwargs else b"<html>a file host's landing page</html>"
@@ -283,9 +283,9 @@ def test_download_works_on_a_file_url(tmp_path: Path) -> None:
 
 
 def test_load_dataset_prefers_the_real_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pulse_lib.errors import ConfigError
     from pulse_lib.pulserl import datasets as pulse_data
     from pulse_lib.pulserl import simulator as S
-    from pulse_lib.errors import ConfigError
 
     monkeypatch.setenv("PULSE_BOOK_ROOT", str(tmp_path))
     small = S.SimulatorConfig(horizon=3)
@@ -305,7 +305,7 @@ def test_load_dataset_prefers_the_real_release(tmp_path: Path, monkeypatch: pyte
 
 
 def _first_file(root: Path) -> Path:
-    return sorted(root.rglob("*.json"))[0]
+    return min(root.rglob("*.json"))
 
 
 @pytest.mark.parametrize(
@@ -439,7 +439,7 @@ def test_release_cache_is_keyed_on_the_raw_files_and_n_users_subsamples(
     assert part["eps_id"].nunique() == 4 and "4 of 6 users" in source
     assert set(part["eps_id"]) <= set(full["eps_id"])
     # change one raw file: the cache must not serve the old table
-    path = sorted((raw / "500k_dataset").rglob("*.json"))[-1]
+    path = max((raw / "500k_dataset").rglob("*.json"))
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     lines[0]["rewards"] = [r + 100.0 for r in lines[0]["rewards"]]
     path.write_text("\n".join(json.dumps(b) for b in lines) + "\n")

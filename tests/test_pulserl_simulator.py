@@ -53,7 +53,7 @@ def test_next_observation_of_a_step_is_the_observation_of_the_next() -> None:
 
 def test_fatigue_makes_always_sending_worse_than_a_targeted_policy() -> None:
     sim = S.PulseSimulator()
-    young = lambda o: (o[:, FEATURE_INDEX["user_obs_age_group"]] <= 0.5).astype(float)  # noqa: E731
+    young = lambda o: (o[:, FEATURE_INDEX["user_obs_age_group"]] <= 0.5).astype(float)
     v_young = sim.evaluate(young, 4000, seed=0)
     v_always = sim.evaluate(S.always_send, 4000, seed=0)
     v_never = sim.evaluate(S.never_send, 4000, seed=0)
@@ -65,7 +65,7 @@ def test_logging_policy_is_good_but_improvable_and_hides_a_trap() -> None:
     """The premise of chapter 07: the logger beats never / always / uniform, an observable
     change improves on it, and sending to the segment it avoids is a trap."""
     sim = S.PulseSimulator()
-    age = lambda o: o[:, FEATURE_INDEX["user_obs_age_group"]] * 5  # noqa: E731
+    age = lambda o: o[:, FEATURE_INDEX["user_obs_age_group"]] * 5
     value = {name: sim.evaluate(policy, 6000, seed=1) for name, policy in {
         "logger": S.heuristic_policy, "never": S.never_send, "always": S.always_send, "uniform": S.uniform_policy,
         "better": lambda o: (age(o) < 3.5).astype(float),

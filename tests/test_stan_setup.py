@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import pulse_lib.stan as stan
+from pulse_lib import stan
 from pulse_lib.errors import SetupError
 
 
@@ -99,7 +99,7 @@ def _build_in_child(cache: str, results: object) -> None:
     stan._build_into = _slow_fake_build  # the child's own module: no real build, no network
     try:
         results.put(("ok", str(stan.build_offline(jobs=1))))  # type: ignore[attr-defined]
-    except BaseException as exc:  # report, do not hang the parent
+    except BaseException as exc:  # noqa: BLE001  (report, do not hang the parent)
         results.put(("error", f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]
 
 

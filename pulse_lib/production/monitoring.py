@@ -17,7 +17,11 @@ feature):
   (a :class:`DriftReference` fitted once on it). With reference proportions ``p_i`` and
   the day's ``q_i`` over the reference's bins, ``PSI = sum_i (q_i - p_i) ln(q_i /
   p_i)``. The usual reading, used as the default thresholds: below 0.1 no significant
-  shift, 0.1-0.25 a moderate shift (warn), 0.25 or more a significant shift (alert);
+  shift, 0.1-0.25 a moderate shift (warn), 0.25 or more a significant shift (alert).
+  A reference pools all its rows unless it is fitted ``by`` a day column: then each
+  day of the log is compared with the reference rows of the same day (of the training
+  window), which is what features that change with the day by construction
+  (recency, funnel progress of a cohort) need to stay quiet without drift;
 - ``ope_ips`` and ``ope_snips`` (with a 95 % normal interval) and ``ess``: the
   off-policy estimate of the expected reward per decision of a target ``policy`` (the
   live agent's greedy policy while the service logs its exploring version, or a
@@ -114,6 +118,30 @@ def _bin_index(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, values, side="left")
 
 
+def _fit_bins(
+    values: np.ndarray, n_bins: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each column's bin edges (distinct quantiles) and reference proportions."""
+    levels = np.arange(1, n_bins) / n_bins
+    all_edges: list[np.ndarray] = []
+    proportions: list[np.ndarray] = []
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        edges = np.unique(np.quantile(column, levels))
+        counts = np.bincount(_bin_index(edges, column), minlength=edges.size + 1)
+        all_edges.append(edges)
+        proportions.append(counts / counts.sum())
+    return all_edges, proportions
+
+
+def _plain(key: Any) -> Any:
+    """A day value as a plain Python scalar (numpy scalars and timestamps hash alike
+    either way; this keeps the error messages readable)."""
+    if isinstance(key, np.datetime64):
+        return pd.Timestamp(key)
+    return key.item() if isinstance(key, np.generic) else key
+
+
 class DriftReference:
     """Per-feature bins and proportions of the training data, for PSI.
 
@@ -121,6 +149,12 @@ class DriftReference:
     ``1/n_bins, ..., (n_bins-1)/n_bins`` (right-closed bins plus one above the last
     edge). A binary or one-hot feature thus gets one bin per value, and a constant
     feature two bins (at the value, and above it).
+
+    ``by``: a column of ``reference`` holding the day (of the training window) of each
+    row. The bins are then also fitted on each day's rows alone, and
+    :func:`daily_report` compares each day of a log with the reference day of the
+    same value (:meth:`for_day`); a log day the reference lacks is a SchemaError.
+    Without ``by`` every day is compared with all reference rows pooled.
     """
 
     def __init__(
@@ -128,22 +162,57 @@ class DriftReference:
         reference: pd.DataFrame,
         schema: FeatureSchema = DEFAULT_SCHEMA,
         n_bins: int = 10,
+        by: str | None = None,
     ) -> None:
         from pulse_lib.validation import check_integer
 
         self.n_bins = check_integer("n_bins", n_bins, low=2, high=1000)
         self.schema = schema
+        self.by = by
         values = _feature_matrix(reference, schema, "reference")
-        levels = np.arange(1, self.n_bins) / self.n_bins
-        self.edges: list[np.ndarray] = []
-        self.proportions: list[np.ndarray] = []
-        for j in range(schema.width):
-            column = values[:, j]
-            edges = np.unique(np.quantile(column, levels))
-            counts = np.bincount(_bin_index(edges, column), minlength=edges.size + 1)
-            self.edges.append(edges)
-            self.proportions.append(counts / counts.sum())
+        self.edges, self.proportions = _fit_bins(values, self.n_bins)
         self.n_rows = values.shape[0]
+        #: the reference of each day (``by`` given), else None
+        self.days: dict[Any, DriftReference] | None = None
+        if by is not None:
+            if not isinstance(by, str) or by not in reference.columns:
+                raise SchemaError(f"reference has no day column {by!r} (by=)")
+            keys = reference[by]
+            if keys.isna().any():
+                row = reference.index[np.flatnonzero(keys.isna().to_numpy())[0]]
+                raise SchemaError(
+                    f"reference: day column {by!r} is missing at row {row!r}"
+                )
+            codes, uniques = pd.factorize(keys, sort=True)
+            self.days = {}
+            for code, key in enumerate(uniques):
+                day = self._bare(schema, self.n_bins)
+                rows = values[codes == code]
+                day.edges, day.proportions = _fit_bins(rows, self.n_bins)
+                day.n_rows = rows.shape[0]
+                self.days[_plain(key)] = day
+
+    @classmethod
+    def _bare(cls, schema: FeatureSchema, n_bins: int) -> DriftReference:
+        day = cls.__new__(cls)
+        day.schema, day.n_bins, day.by, day.days = schema, n_bins, None, None
+        return day
+
+    def for_day(self, day: Any) -> DriftReference:
+        """The reference to compare day ``day`` of a log with: that day's (when fitted
+        ``by`` a day column), else this pooled one."""
+        if self.days is None:
+            return self
+        try:
+            return self.days[_plain(day)]
+        except (KeyError, TypeError):
+            known = list(self.days)
+            raise SchemaError(
+                f"the drift reference has no rows for day {_plain(day)!r} (its "
+                f"{self.by!r} runs over {len(known)} values, {known[0]!r} to "
+                f"{known[-1]!r}): fit it on a window that covers the log's days, or "
+                "without by="
+            ) from None
 
     def psi(self, current: pd.DataFrame) -> pd.Series:
         """PSI of every feature of ``current`` against the reference (a Series indexed
@@ -260,7 +329,9 @@ def daily_report(
 ) -> pd.DataFrame:
     """The tidy daily table: columns :data:`REPORT_COLUMNS`.
 
-    ``reference``: a :class:`DriftReference`, or the training DataFrame to fit one on.
+    ``reference``: a :class:`DriftReference`, or the training DataFrame to fit one on
+    (pooled). A reference fitted ``by`` a day column compares each day of the log with
+    its own day (:meth:`DriftReference.for_day`).
     ``policy``: the policy to estimate off-policy (a function ``obs -> P(send)`` or a
     :class:`VersionedAgent`, whose greedy policy is used); ``None`` skips the OPE rows.
     ``feature`` is empty except on ``psi`` rows; ``low``/``high`` are the OPE interval
@@ -296,7 +367,10 @@ def daily_report(
             (day, "send_rate", "", float(action[idx].mean()), nan, nan),
             (day, "mean_reward", "", float(reward[idx].mean()), nan, nan),
         ]
-        drift = [reference._psi_column(j, values[idx, j]) for j in range(schema.width)]
+        day_reference = reference.for_day(day)
+        drift = [
+            day_reference._psi_column(j, values[idx, j]) for j in range(schema.width)
+        ]
         rows += [(day, "psi", n, v, nan, nan) for n, v in zip(schema.names, drift)]
         if p_send is not None:
             pi = np.where(action[idx] == 1, p_send[idx], 1.0 - p_send[idx])
@@ -399,9 +473,8 @@ def alerts(report: pd.DataFrame, thresholds: Thresholds | None = None) -> pd.Dat
             if t.min_ope_value is not None and row.high < t.min_ope_value:
                 # the whole interval is below the floor
                 add(row, "alert", t.min_ope_value, "(interval's upper end) <")
-        elif row.metric == "ess":
-            if t.min_ess is not None and row.value < t.min_ess:
-                add(row, "warn", t.min_ess, "< minimum")
+        elif row.metric == "ess" and t.min_ess is not None and row.value < t.min_ess:
+            add(row, "warn", t.min_ess, "< minimum")
     columns = ["day", "level", "metric", "feature", "value", "threshold", "message"]
     return pd.DataFrame(out, columns=columns)
 

@@ -360,6 +360,13 @@ def _library_root() -> str:
 
 
 def _require_ray() -> Any:
+    import logging
+
+    # In a notebook without ipywidgets, importing Ray (and Ray Data) logs "Missing
+    # packages: ['ipywidgets']. Run `pip install -U ipywidgets` ... for rich notebook
+    # output" at INFO: a hint for widgets the book does not use. Only that logger's
+    # INFO lines are dropped; its warnings still show.
+    logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - ray is in the scale extra
@@ -699,7 +706,9 @@ def split_users(
     """Split transitions by user (never a user in both): ``(train, holdout)``."""
     users = np.unique(table["eps_id"].to_numpy())
     rng = np.random.default_rng(seed)
-    n_hold = max(1, int(round(holdout_share * users.size)))
+    # int(): on numpy < 2 round() of a numpy float (holdout_share may be one) is a
+    # float
+    n_hold = max(1, int(round(holdout_share * users.size)))  # noqa: RUF046
     if n_hold >= users.size:
         raise ConfigError(
             f"holdout_share {holdout_share} leaves no training users of {users.size}"
@@ -752,7 +761,14 @@ def tune_alpha(
         param_space={"alpha": tune.grid_search([float(a) for a in config.alphas])},
         tune_config=tune.TuneConfig(metric="fqe_value", mode="max"),
         run_config=tune.RunConfig(
-            name="cql_alpha", storage_path=str(storage_dir), verbose=0
+            name="cql_alpha",
+            storage_path=str(storage_dir),
+            verbose=0,
+            # in a notebook Tune picks a JupyterNotebookReporter, which displays an
+            # empty HTML output on creation (to update later), even at verbose=0; the
+            # command-line reporter prints nothing at verbose=0. Trial errors and
+            # Ray's warnings do not go through the reporter: they still show.
+            progress_reporter=tune.CLIReporter(),
         ),
     )
     results = tuner.fit()

@@ -11,7 +11,8 @@ swap returned see the new one.
 
 Endpoints (JSON):
 
-- ``GET /health``: status, agent version, feature version and width, batch limit.
+- ``GET /health``: status, agent version, feature version and width, batch and body
+  limits.
 - ``POST /decide``: ``{"user_id": ..., "features": [63 numbers], "feature_version":
   optional}`` -> ``{"user_id", "action", "action_name", "q_values", "agent_version"}``.
 - ``POST /decide/batch``: ``{"requests": [{"user_id", "features"}, ...],
@@ -26,6 +27,13 @@ feature vector of the wrong width or with NaN/infinity (naming the index and fea
 and for malformed JSON, 404 for a user id absent from the user table (when one is
 given), 413 for a batch over the limit, 409 for a ``feature_version`` other than the
 agent's, 403 for a swap path outside ``agent_root``.
+
+A request body larger than ``max_body_bytes`` is answered 413 before any of it is
+decoded: at once when its ``Content-Length`` says so (the body is not read), and, for a
+body without that header (chunked), as soon as the bytes read pass the limit. The
+default limit, :func:`default_max_body_bytes`, leaves room for ``max_batch`` rows of
+generously formatted JSON, so the row-count 413 still answers an oversized batch of
+ordinary rows.
 
 Run it: ``python -m pulse_lib.production.serving --agent DIR [--host 127.0.0.1]
 [--port 8000]``; in tests and benchmarks, :func:`running_server` starts uvicorn in a
@@ -56,6 +64,7 @@ from pulse_lib.production.versioning import VersionedAgent
 
 __all__ = [
     "ACTION_NAMES",
+    "BODY_BYTES_PER_ROW",
     "DEFAULT_MAX_BATCH",
     "AgentSlot",
     "BatchItem",
@@ -64,6 +73,7 @@ __all__ = [
     "RunningServer",
     "SwapRequest",
     "create_app",
+    "default_max_body_bytes",
     "running_server",
 ]
 
@@ -71,6 +81,97 @@ __all__ = [
 ACTION_NAMES: tuple[str, str] = ("wait", "send")
 #: Largest batch ``POST /decide/batch`` accepts by default (413 above it).
 DEFAULT_MAX_BATCH: int = 1_024
+#: Request-body bytes allowed per batch row by :func:`default_max_body_bytes`: 63
+#: features written as 17 significant digits take about 1.5 KB, so this is room to
+#: spare (whitespace, long user ids), not a tight fit.
+BODY_BYTES_PER_ROW: int = 4_096
+_BODY_SLACK = 64 * 1_024  # the envelope around the rows (feature_version, braces)
+
+
+def default_max_body_bytes(max_batch: int) -> int:
+    """The largest request body :func:`create_app` accepts by default for batches of up
+    to ``max_batch`` rows: ``max_batch * BODY_BYTES_PER_ROW + 64 KiB``."""
+    return max_batch * BODY_BYTES_PER_ROW + _BODY_SLACK
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes``, before the app (and
+    so the JSON decoder) sees any of it.
+
+    A ``Content-Length`` over the limit is refused without reading the body. Otherwise
+    the body is read (into memory, at most ``max_bytes``) and refused as soon as it
+    passes the limit, which also catches a chunked body that declares no length. A body
+    within the limit is handed to the app unchanged. The 413 closes the connection: the
+    unread rest of the body cannot be told from a next request.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(
+                scope,
+                receive,
+                send,
+                f"request body of {declared:,} bytes (Content-Length) is over the "
+                f"limit of {self.max_bytes:,} bytes",
+            )
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: nobody to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(
+                    scope,
+                    receive,
+                    send,
+                    f"request body is over the limit of {self.max_bytes:,} bytes "
+                    f"(stopped reading at {size:,})",
+                )
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any, detail: str) -> None:
+        response = JSONResponse(
+            status_code=413, content={"detail": detail}, headers={"connection": "close"}
+        )
+        await response(scope, receive, send)
+
+
+def _content_length(scope: Any) -> int | None:
+    """The request's ``Content-Length`` as a number, or None (absent or unreadable:
+    the streamed count decides then)."""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 class AgentSlot:
@@ -148,25 +249,34 @@ def create_app(
     users: Iterable[Any] | None = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     agent_root: str | os.PathLike[str] | None = None,
+    max_body_bytes: int | None = None,
 ) -> Any:
     """The FastAPI app serving ``agent``.
 
     ``users``: the known user ids (compared as strings); a request for another id is
     answered 404. ``None`` accepts any id. ``max_batch``: the largest batch accepted
     (413 above). ``agent_root``: enables ``POST /admin/swap`` for agent directories
-    inside it. The slot is ``app.state.slot`` (call ``app.state.slot.swap(agent)`` to
-    swap in-process).
+    inside it. ``max_body_bytes``: the largest request body, refused with 413 before it
+    is decoded (default :func:`default_max_body_bytes` of ``max_batch``). The slot is
+    ``app.state.slot`` (call ``app.state.slot.swap(agent)`` to swap in-process).
     """
     from pulse_lib.validation import check_integer
 
     slot = agent if isinstance(agent, AgentSlot) else AgentSlot(agent)
     max_batch = check_integer("max_batch", max_batch, low=1)
+    max_body_bytes = check_integer(
+        "max_body_bytes",
+        default_max_body_bytes(max_batch) if max_body_bytes is None else max_body_bytes,
+        low=1,
+    )
     known = None if users is None else frozenset(_as_user_key(u) for u in users)
     root = None if agent_root is None else Path(agent_root).resolve()
 
     app = FastAPI(title="PulseRL decision service", version="1")
     app.state.slot = slot
     app.state.max_batch = max_batch
+    app.state.max_body_bytes = max_body_bytes
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -243,6 +353,7 @@ def create_app(
             "feature_version": current.schema.version,
             "n_features": current.schema.width,
             "max_batch": max_batch,
+            "max_body_bytes": max_body_bytes,
             "swaps": slot.swaps,
         }
 
@@ -385,6 +496,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        help="largest request body (default: room for --max-batch rows)",
+    )
+    parser.add_argument(
         "--agent-root",
         default=None,
         help="allow POST /admin/swap for agents inside this folder",
@@ -397,6 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         VersionedAgent.load(args.agent),
         max_batch=args.max_batch,
         agent_root=args.agent_root,
+        max_body_bytes=args.max_body_bytes,
     )
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", access_log=False

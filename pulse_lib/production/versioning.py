@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from pulse_lib.errors import ConfigError, DataFormatError, SchemaError
-from pulse_lib.io import atomic_path, atomic_write
+from pulse_lib.io import atomic_path, atomic_write, sha256_and_size
 from pulse_lib.pulserl.features import FEATURE_NAMES
 
 __all__ = [
@@ -82,7 +82,6 @@ MANIFEST_FORMAT: str = "pulse-manifest/1"
 
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 
 
 # --------------------------------------------------------------------------- schema
@@ -182,16 +181,6 @@ def _short(value: Any, limit: int = 80) -> str:
 # --------------------------------------------------------------------------- hashing
 
 
-def _file_digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
 def _directory_files(root: Path) -> list[Path]:
     files = []
     for path in sorted(root.rglob("*")):
@@ -218,13 +207,13 @@ def content_hash(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.exists():
         raise FileNotFoundError(f"no such artefact: {p}")
     if p.is_file():
-        sha, size = _file_digest(p)
+        sha, size = sha256_and_size(p)
         return {"type": "file", "sha256": sha, "bytes": size}
     if not p.is_dir():
         raise DataFormatError(f"{p} is neither a file nor a directory")
     files: dict[str, dict[str, Any]] = {}
     for f in _directory_files(p):
-        sha, size = _file_digest(f)
+        sha, size = sha256_and_size(f)
         files[f.relative_to(p).as_posix()] = {"sha256": sha, "bytes": size}
     listing = "".join(
         f"{name}\t{rec['sha256']}\n" for name, rec in sorted(files.items())
@@ -819,7 +808,9 @@ class VersionedAgent:
         ``agent.json``) and its manifest beside it; return the manifest.
 
         The directory must be new or hold only a previous save (other files would enter
-        the content hash): anything else is a ConfigError.
+        the content hash): anything else is a ConfigError. The files' bytes depend only
+        on the weights, the architecture and the schema, so saving the same agent again
+        (anywhere, any time) gives the same content hash.
         """
         import torch
 
@@ -836,8 +827,13 @@ class VersionedAgent:
                     "a new or empty directory"
                 )
         root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(root / _WEIGHTS) as tmp:
-            torch.save(self.net.state_dict(), tmp)
+        # to a file object, not a path: torch.save names the zip archive's inner folder
+        # after a path's stem (here the atomic write's random temporary name) and
+        # derives .data/serialization_id from those names, so equal weights saved by
+        # path got different bytes, and a new content hash, on every save. A file
+        # object gets the fixed folder name "archive": equal weights, equal bytes.
+        with atomic_write(root / _WEIGHTS, "wb") as handle:
+            torch.save(self.net.state_dict(), handle)
         spec = {
             "version": self.version,
             "digest": self.digest,

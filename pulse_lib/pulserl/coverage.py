@@ -11,6 +11,7 @@ chapter 07.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -185,7 +186,7 @@ def train_learner(
         agent = A.TorchCQL(config.cql_config(name), seed=seed)
     trained = TrainedLearner(name, agent)
     bounds = np.linspace(0, config.n_steps, config.n_checkpoints + 1).astype(int)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in itertools.pairwise(bounds):
         if isinstance(agent, TorchBC):
             agent.fit(arrays[0], arrays[1], int(stop - start))
         else:
@@ -230,16 +231,16 @@ def rare_action_gap(
             if mask.sum() < 2:
                 continue
             rows.append(
-                dict(
-                    action="send" if a else "no send",
-                    support="rare" if rare else "common",
-                    n=int(mask.sum()),
-                    q_hat=float(q_hat[mask, a].mean()),
-                    mc=float(mc[mask, a].mean()),
-                    mc_half_width=float(
+                {
+                    "action": "send" if a else "no send",
+                    "support": "rare" if rare else "common",
+                    "n": int(mask.sum()),
+                    "q_hat": float(q_hat[mask, a].mean()),
+                    "mc": float(mc[mask, a].mean()),
+                    "mc_half_width": float(
                         1.96 * mc[mask, a].std(ddof=1) / np.sqrt(mask.sum())
                     ),
-                )
+                }
             )
     out = pd.DataFrame(rows)
     out["gap"] = out["q_hat"] - out["mc"]

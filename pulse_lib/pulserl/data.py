@@ -111,7 +111,7 @@ def decode_column(
             ) from exc
         try:
             # unpickling runs code from the file: documented in the docstring above
-            return np.asarray(pickle.loads(data), dtype=np.float32)  # noqa: S301
+            return np.asarray(pickle.loads(data), dtype=np.float32)
         except Exception as exc:
             raise DataFormatError(
                 f"{where}: column {column!r}: decompressed data is "

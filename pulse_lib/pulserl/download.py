@@ -7,7 +7,6 @@ asks.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import urllib.error
@@ -18,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from pulse_lib.errors import DataFormatError
+from pulse_lib.io import sha256_of
+
+__all__ = [
+    "DATASET_URL",
+    "RELEASE_FOLDERS",
+    "archive_opens",
+    "download",
+    "extract_release",
+    "sha256_of",  # re-exported from pulse_lib.io, where it lives
+]
 
 #: The dataset link on the authors' project page (a short link to a file host). Change
 #: it if
@@ -30,7 +39,7 @@ Opener = Callable[[urllib.request.Request], Any]
 
 def _default_opener(request: urllib.request.Request) -> Any:
     # the URL is a constant the reader sets (S310 warns of file:// and custom schemes)
-    return urllib.request.urlopen(request, timeout=60)  # noqa: S310
+    return urllib.request.urlopen(request, timeout=60)
 
 
 def archive_opens(path: str | os.PathLike[str]) -> bool:
@@ -45,14 +54,6 @@ def archive_opens(path: str | os.PathLike[str]) -> bool:
         return True
     except (tarfile.TarError, OSError, EOFError):
         return False
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _http_status(response: Any) -> int | None:
@@ -126,8 +127,7 @@ def download(
             if have and _http_status(response) != 206:
                 have = 0
             with open(part, "ab" if have else "wb") as handle:
-                for block in iter(lambda: response.read(chunk_size), b""):
-                    handle.write(block)
+                handle.writelines(iter(lambda: response.read(chunk_size), b""))
                 handle.flush()
                 os.fsync(handle.fileno())
     finally:

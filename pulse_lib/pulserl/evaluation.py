@@ -668,19 +668,19 @@ def estimate_with_intervals(
     for name, estimator in ope.TRAJECTORY_ESTIMATORS.items():
         est = estimator(*args, gamma=gamma)
         rows.append(
-            dict(
-                estimator=name,
-                value=est.value,
-                low=intervals[name][0],
-                high=intervals[name][1],
-            )
+            {
+                "estimator": name,
+                "value": est.value,
+                "low": intervals[name][0],
+                "high": intervals[name][1],
+            }
         )
     if reward_model is not None:
         dm = direct_method(table, policy, reward_model, gamma)
         lo, hi = ope.bootstrap_mean_interval(
             dm.terms, n_boot=n_boot, level=level, seed=seed
         )
-        rows.append(dict(estimator="DM", value=dm.value, low=lo, high=hi))
+        rows.append({"estimator": "DM", "value": dm.value, "low": lo, "high": hi})
     if fqe_linear:
         result = fit_fqe_linear(table, policy, gamma)
         draws = fqe_linear_bootstrap(
@@ -688,13 +688,13 @@ def estimate_with_intervals(
         )
         lo, hi = ope.percentile_interval(draws, level)
         rows.append(
-            dict(
-                estimator="FQE-linear",
-                value=result.estimate.value,
-                low=lo,
-                high=hi,
-                converged=result.converged,
-            )
+            {
+                "estimator": "FQE-linear",
+                "value": result.estimate.value,
+                "low": lo,
+                "high": hi,
+                "converged": result.converged,
+            }
         )
     if fqe is not None:
         result = fit_fqe(table, policy, gamma, **{"seed": seed, **fqe})
@@ -702,13 +702,13 @@ def estimate_with_intervals(
             result.estimate.terms, n_boot=n_boot, level=level, seed=seed
         )
         rows.append(
-            dict(
-                estimator="FQE",
-                value=result.estimate.value,
-                low=lo,
-                high=hi,
-                converged=result.converged,
-            )
+            {
+                "estimator": "FQE",
+                "value": result.estimate.value,
+                "low": lo,
+                "high": hi,
+                "converged": result.converged,
+            }
         )
     return pd.DataFrame(rows)
 

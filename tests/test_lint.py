@@ -1,0 +1,43 @@
+"""`ruff check` finds nothing in the library, benchmarks and tests.
+
+ruff's default rules change between versions, so the check runs only with the version
+pinned in requirements/ci.txt (skipped otherwise, saying which). The Parts on next-best
+action and coupons (``nba``, ``coupons``) are left out until their own clean-up.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+#: Left out for now: being reworked elsewhere (remove once they are clean).
+NOT_YET = (
+    "pulse_lib/nba",
+    "pulse_lib/coupons",
+    "benchmarks/nba_*",
+    "benchmarks/coupons_*",
+    "tests/test_nba_*",
+    "tests/test_coupons_*",
+)
+
+
+def test_ruff_check_is_clean(repo_root):
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    pins = (repo_root / "requirements" / "ci.txt").read_text()
+    pinned = re.search(r"^ruff==(\S+)", pins, re.MULTILINE)
+    installed = subprocess.run(
+        [ruff, "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    if pinned is None or installed != pinned.group(1):
+        pytest.skip(f"ruff {installed} is not the pinned version ({pinned and pinned[1]})")
+    proc = subprocess.run(
+        [ruff, "check", "--output-format", "concise", "--extend-exclude", ",".join(NOT_YET),
+         "pulse_lib", "benchmarks", "tests"],
+        cwd=repo_root, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
