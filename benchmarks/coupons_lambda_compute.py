@@ -56,7 +56,6 @@ import argparse
 import copy
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,25 +63,30 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_results
 
-from pulse_lib.book import mean_ci  # noqa: E402
-from pulse_lib.coupons import simulator as sim  # noqa: E402
-from pulse_lib.coupons.budget import calibrate_margin  # noqa: E402
-from pulse_lib.coupons.dataset import STATE_SCALE, CouponDataset, LambdaSampler, lambda_grid  # noqa: E402
-from pulse_lib.coupons.pipeline import search_and_mix  # noqa: E402
-from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig, eligible_mask  # noqa: E402
-from pulse_lib.coupons.reme import REME, REMEConfig, initial_states  # noqa: E402
-from pulse_lib.coupons.response_model import ResponseModel, ResponseModelConfig  # noqa: E402
+from pulse_lib.book import mean_ci
+from pulse_lib.coupons import simulator as sim
+from pulse_lib.coupons.budget import calibrate_margin
+from pulse_lib.coupons.dataset import (
+    STATE_SCALE,
+    CouponDataset,
+    LambdaSampler,
+    lambda_grid,
+)
+from pulse_lib.coupons.pipeline import search_and_mix
+from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig, eligible_mask
+from pulse_lib.coupons.reme import REME, REMEConfig, initial_states
+from pulse_lib.coupons.response_model import ResponseModel, ResponseModelConfig
 
 NAME = "coupons_lambda_compute"
-FULL = dict(n_users=2_000, budget=0.8, gen_lengths=[1_000, 2_000, 4_000], retrain_lengths=[500, 1_000, 2_000],
-            eval_ratio=0.5, retrain_tol=0.125, search_tol=1e-3, truth_users=10_000, curve_users=2_000,
-            curve_lambdas=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], tolerance=0.01,
-            validation_seeds=[100, 101, 102], margin_k=2.0, model_steps=3_000, model_rollouts=10_000)
-QUICK = dict(n_users=60, budget=0.8, gen_lengths=[10, 20], retrain_lengths=[5, 10], eval_ratio=0.5,
-             retrain_tol=0.5, search_tol=0.05, truth_users=200, curve_users=100, curve_lambdas=[0.0, 1.0],
-             tolerance=0.01, validation_seeds=[100, 101], margin_k=2.0, model_steps=20, model_rollouts=100)
+FULL = {"n_users": 2_000, "budget": 0.8, "gen_lengths": [1_000, 2_000, 4_000], "retrain_lengths": [500, 1_000, 2_000],
+            "eval_ratio": 0.5, "retrain_tol": 0.125, "search_tol": 1e-3, "truth_users": 10_000, "curve_users": 2_000,
+            "curve_lambdas": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0], "tolerance": 0.01,
+            "validation_seeds": [100, 101, 102], "margin_k": 2.0, "model_steps": 3_000, "model_rollouts": 10_000}
+QUICK = {"n_users": 60, "budget": 0.8, "gen_lengths": [10, 20], "retrain_lengths": [5, 10], "eval_ratio": 0.5,
+             "retrain_tol": 0.5, "search_tol": 0.05, "truth_users": 200, "curve_users": 100, "curve_lambdas": [0.0, 1.0],
+             "tolerance": 0.01, "validation_seeds": [100, 101], "margin_k": 2.0, "model_steps": 20, "model_rollouts": 100}
 
 
 def truth_of_mix(config: sim.CouponSimConfig, policy_of, mix, n_users: int, seed: int) -> dict:
@@ -304,7 +308,7 @@ def retraining_sweep(data, config, s, seed, rbcq, model, target) -> tuple[list[d
         search, mix = search_and_mix(cost_of, target, s["retrain_tol"])
         bookkeeping = time.perf_counter() - start  # includes any training done for the first time here
         seconds = sum(snapshot(lam, length)[1] for lam in probes) + model.train_seconds + rollout_seconds[0]
-        policy_of = lambda lam: snapshot(lam, length)[0].policy(lam)  # noqa: E731
+        policy_of = lambda lam: snapshot(lam, length)[0].policy(lam)
         truth = truth_of_mix(config, policy_of, mix, s["truth_users"], 5000 + seed)
         rows.append({"route": "per-lambda retraining", "search_failed": bool(np.isnan(search.cost)), "seed": seed,
                      "length": length, "model_updates": model.n_updates,

@@ -48,20 +48,29 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_results
 
-from pulse_lib.book import mean_ci  # noqa: E402
-from pulse_lib.coupons import simulator as sim  # noqa: E402
-from pulse_lib.coupons.convergence import (  # noqa: E402
-    data_resolution, exact_next_day_probabilities, exact_next_day_table, lambda_zero_check)
-from pulse_lib.coupons.dataset import STATE_SCALE, CouponDataset, LambdaSampler, lambda_grid  # noqa: E402
-from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig, eligible_mask  # noqa: E402
+from pulse_lib.book import mean_ci
+from pulse_lib.coupons import simulator as sim
+from pulse_lib.coupons.convergence import (
+    data_resolution,
+    exact_next_day_probabilities,
+    exact_next_day_table,
+    lambda_zero_check,
+)
+from pulse_lib.coupons.dataset import (
+    STATE_SCALE,
+    CouponDataset,
+    LambdaSampler,
+    lambda_grid,
+)
+from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig, eligible_mask
 
 NAME = "coupons_lambda_zero"
-FULL = dict(sizes=[2_000, 8_000, 32_000], steps_per_user=[0.5, 2.0], gen_max_users=8_000, eval_users=10_000,
-            n_se=2.0, min_top_set_share=0.9, expected_max_users=8_000)
-QUICK = dict(sizes=[100, 200], steps_per_user=[0.1, 0.2], gen_max_users=100, eval_users=300, n_se=2.0,
-             min_top_set_share=0.9, expected_max_users=100)
+FULL = {"sizes": [2_000, 8_000, 32_000], "steps_per_user": [0.5, 2.0], "gen_max_users": 8_000, "eval_users": 10_000,
+            "n_se": 2.0, "min_top_set_share": 0.9, "expected_max_users": 8_000}
+QUICK = {"sizes": [100, 200], "steps_per_user": [0.1, 0.2], "gen_max_users": 100, "eval_users": 300, "n_se": 2.0,
+             "min_top_set_share": 0.9, "expected_max_users": 100}
 #: The type-level ceilings of the logging policy's filter (τ = 0.3): coupons 2.1, 1.9 and 1.4.
 LOGGING_CEILINGS = (20, 18, 13)
 
@@ -179,7 +188,7 @@ def run_seed(s: dict, seed: int, rbcq: RBCQConfig, progress: bool, groups: tuple
             datasets[name] = (data, np.array([0.0], dtype=np.float32))
             overrides[name] = TUNED[1]
         del episodes
-        lengths = [max(1, int(round(f * n_users))) for f in s["steps_per_user"]]
+        lengths = [max(1, int(round(f * n_users))) for f in s["steps_per_user"]]  # noqa: RUF046
         for name, (train_data, grid) in datasets.items():
             learner = RBCQ(replace(rbcq, lambda_low=float(grid.min()), lambda_high=float(grid.max()),
                                    **overrides.get(name, {})), seed=seed)

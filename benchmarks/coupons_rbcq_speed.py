@@ -19,12 +19,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from machine import RESULTS_DIR, machine_info, write_results
 
-from pulse_lib.coupons import simulator as sim  # noqa: E402
-from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler, lambda_grid, materialize  # noqa: E402
-from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig  # noqa: E402
-from pulse_lib.coupons.reme import REME, REMEConfig  # noqa: E402
+from pulse_lib.coupons import simulator as sim
+from pulse_lib.coupons.dataset import (
+    CouponDataset,
+    LambdaSampler,
+    lambda_grid,
+    materialize,
+)
+from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig
+from pulse_lib.coupons.reme import REME, REMEConfig
 
 NAME = "coupons_rbcq_speed"
 

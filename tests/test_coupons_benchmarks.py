@@ -39,8 +39,8 @@ def test_quick_run_writes_json(tmp_path: Path, name: str, keys: set[str]) -> Non
         assert {"target_retention", "tolerance", "per_seed"} <= set(eq) and len(eq["per_seed"]) == 2
         assert all({"seed", "budget_use", "true_retention"} <= set(b) for b in payload["budget_use"])
         for b in payload["budget_use"]:  # three searches on the same policy, each checked in the simulator
-            for name in ("reme", "rollout_no_margin", "rollout_with_margin"):
-                assert {"budget_use", "within_budget", "true_cost"} <= set(b[name])
+            for search in ("reme", "rollout_no_margin", "rollout_with_margin"):
+                assert {"budget_use", "within_budget", "true_cost"} <= set(b[search])
         assert eq["tolerance"] == payload["settings"]["tolerance"]  # stated up front, not fitted
         val = payload["validation"]
         assert val["margin"] >= 0 and val["search_target"] == pytest.approx(payload["settings"]["budget"] - val["margin"])

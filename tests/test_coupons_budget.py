@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from pulse_lib.coupons.budget import (
-    BudgetInfeasibleError, BudgetNotBindingWarning, search_bisection, search_grid,
+    BudgetInfeasibleError,
+    BudgetNotBindingWarning,
+    search_bisection,
+    search_grid,
 )
 from pulse_lib.coupons.dataset import lambda_grid
 from pulse_lib.errors import ConfigError
@@ -38,7 +41,7 @@ def test_infeasible_budget_is_an_error() -> None:
     with pytest.raises(ConfigError):
         search_grid(cost, -1.0, lambda_grid())
     # an estimator may claim a spend below the cheapest coupon; the floor is checked first
-    optimistic = lambda lam: -1.0  # noqa: E731
+    optimistic = lambda lam: -1.0
     with pytest.raises(BudgetInfeasibleError, match="cheapest coupon"):
         search_grid(optimistic, 0.05, lambda_grid(), min_cost=0.1)
     with pytest.raises(BudgetInfeasibleError, match="cheapest coupon"):
@@ -60,12 +63,12 @@ def test_non_binding_budget_warns() -> None:
 
 # --- impossible estimates, the continuous search and the randomised mix -------------------------
 
-import math  # noqa: E402
+import math
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pulse_lib.coupons.budget import PolicyMix, randomise, valid_cost  # noqa: E402
+from pulse_lib.coupons.budget import PolicyMix, randomise, valid_cost
 
 
 @settings(max_examples=60, deadline=None)
@@ -109,8 +112,8 @@ def test_flagged_estimates_are_reported() -> None:
 
 
 def test_bisection_refuses_non_finite_settings_without_hanging() -> None:
-    for kwargs in (dict(high=math.inf), dict(low=math.nan), dict(tol=math.nan), dict(tol=math.inf),
-                   dict(high=math.nan)):
+    for kwargs in ({"high": math.inf}, {"low": math.nan}, {"tol": math.nan}, {"tol": math.inf},
+                   {"high": math.nan}):
         with pytest.raises(ConfigError):
             search_bisection(cost, 1.0, **kwargs)
     with pytest.raises(ConfigError):
@@ -129,7 +132,7 @@ def test_continuous_search_spends_the_budget_where_a_grid_cannot() -> None:
 
 def test_randomised_mix_meets_the_budget_in_expectation_on_a_toy_problem() -> None:
     """A cost curve that jumps from 1.5 to 0.4 at λ = 0.3: no single policy spends 0.8; the mix does."""
-    true_cost = lambda lam: 1.5 if lam < 0.3 else 0.4  # noqa: E731
+    true_cost = lambda lam: 1.5 if lam < 0.3 else 0.4
     budget = 0.8
     found = search_bisection(true_cost, budget, tol=1e-3)
     assert found.cost == 0.4 and found.over_cost == 1.5 and found.lam - found.over_lam <= 1e-3
@@ -151,8 +154,8 @@ def test_randomised_mix_meets_the_budget_in_expectation_on_a_toy_problem() -> No
 
 # --- the calibrated safety margin -----------------------------------------------------------------
 
-from pulse_lib.coupons.budget import calibrate_margin  # noqa: E402
-from pulse_lib.coupons.pipeline import search_and_mix  # noqa: E402
+from pulse_lib.coupons.budget import calibrate_margin
+from pulse_lib.coupons.pipeline import search_and_mix
 
 
 def test_calibrated_margin_is_mean_plus_k_standard_deviations() -> None:
@@ -185,7 +188,7 @@ def test_calibrated_margin_spends_the_budget_without_overspending_on_a_toy_probl
 
     def run(aim: float, bias: float) -> float:
         """True spend of the mix a search on the biased evaluator chose."""
-        search, mix = search_and_mix(lambda lam: true_cost(lam) - bias, aim)
+        _search, mix = search_and_mix(lambda lam: true_cost(lam) - bias, aim)
         assert mix.expected_cost == pytest.approx(aim)
         return mix.combine(true_cost(mix.lam_low), true_cost(mix.lam_high))
 

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pulse_lib.coupons.dataset import STATE_SCALE, CouponDataset, LambdaSampler, lambda_grid, materialize
+from pulse_lib.coupons.dataset import (
+    STATE_SCALE,
+    CouponDataset,
+    LambdaSampler,
+    lambda_grid,
+    materialize,
+)
 from pulse_lib.coupons.simulator import CouponSimConfig, logging_policy, simulate
 from pulse_lib.errors import ConfigError, SchemaError
 

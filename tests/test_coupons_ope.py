@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 
 from pulse_lib.coupons.dataset import CouponDataset
-from pulse_lib.coupons.ope import effective_sample_size, episode_view, sequential_doubly_robust, target_probability
-from pulse_lib.coupons.simulator import CouponSimConfig, evaluate_policy, logging_policy, simulate
+from pulse_lib.coupons.ope import (
+    effective_sample_size,
+    episode_view,
+    sequential_doubly_robust,
+    target_probability,
+)
+from pulse_lib.coupons.simulator import (
+    CouponSimConfig,
+    evaluate_policy,
+    logging_policy,
+    simulate,
+)
 from pulse_lib.errors import SchemaError
 
 

@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from pulse_lib.coupons.dataset import CouponDataset, LambdaSampler, data_horizon, lambda_grid
-from pulse_lib.coupons.rbcq import RBCQ, RBCQConfig, eligible_mask, mix, random_convex_weights, to_tensors
+from pulse_lib.coupons.dataset import (
+    CouponDataset,
+    LambdaSampler,
+    data_horizon,
+    lambda_grid,
+)
+from pulse_lib.coupons.rbcq import (
+    RBCQ,
+    RBCQConfig,
+    eligible_mask,
+    mix,
+    random_convex_weights,
+    to_tensors,
+)
 from pulse_lib.coupons.reme import REME, REMEConfig, initial_states
 from pulse_lib.coupons.simulator import CouponSimConfig, logging_policy, simulate
 from pulse_lib.errors import ConfigError, SchemaError
@@ -88,7 +100,7 @@ def test_reme_uses_the_evaluated_policys_action(dataset: CouponDataset) -> None:
     sampler = LambdaSampler(dataset, np.array([0.0], dtype=np.float32))
     estimates = {}
     for a in (0, 20):
-        policy = lambda obs, lam, a=a: torch.full((obs.shape[0],), a, dtype=torch.long)  # noqa: E731
+        policy = lambda obs, lam, a=a: torch.full((obs.shape[0],), a, dtype=torch.long)
         reme = REME(policy, REMEConfig(hidden=32, n_heads=2, lr=1e-3), seed=0)
         reme.fit(sampler, 300, np.random.default_rng(4))
         estimates[a] = reme.estimate(initial_states(dataset.observations), 0.0)
@@ -113,7 +125,7 @@ def test_horizon_comes_from_the_data(dataset: CouponDataset) -> None:
     short = CouponDataset.from_episodes(simulate(CouponSimConfig(n_users=10, horizon=5), rng=np.random.default_rng(0),
                                                  stochastic_policy=logging_policy()))
     assert data_horizon(short) == 5 and data_horizon(dataset) == 30
-    policy = lambda obs, lam: torch.zeros(obs.shape[0], dtype=torch.long)  # noqa: E731
+    policy = lambda obs, lam: torch.zeros(obs.shape[0], dtype=torch.long)
     reme = REME(policy, REMEConfig(hidden=8, n_heads=2), seed=0)
     reme.fit(LambdaSampler(short, np.array([0.0], dtype=np.float32)), 2, np.random.default_rng(0))
     assert reme.horizon == 5

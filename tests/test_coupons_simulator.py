@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from pulse_lib.coupons.simulator import (
-    COUPON_VALUES, N_ACTIONS, STATE_DIM, CouponSimConfig, evaluate_policy, exact_retention_by_type,
-    logging_policy, simulate,
+    COUPON_VALUES,
+    N_ACTIONS,
+    STATE_DIM,
+    CouponSimConfig,
+    evaluate_policy,
+    exact_retention_by_type,
+    logging_policy,
+    simulate,
 )
 from pulse_lib.errors import ConfigError, SchemaError
 

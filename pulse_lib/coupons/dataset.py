@@ -32,7 +32,8 @@ def lambda_grid(step: float = 0.05, high: float = 1.0) -> np.ndarray:
         raise ConfigError(
             f"lambda grid needs step > 0 and high > 0, got step={step}, high={high}"
         )
-    n = int(round(high / step))
+    # int(): with numpy < 2, round() of a numpy float stays a float
+    n = int(round(high / step))  # noqa: RUF046
     if abs(n * step - high) > 1e-9:
         raise ConfigError(f"high={high} is not a multiple of step={step}")
     return np.round(np.arange(n + 1) * step, 10).astype(np.float32)
@@ -263,7 +264,7 @@ def materialize(dataset: CouponDataset, grid: np.ndarray) -> dict[str, np.ndarra
     grid = np.asarray(grid, dtype=np.float32)
     n_lam = grid.size
     lam = np.tile(grid, len(dataset))
-    rep = lambda a: np.repeat(a, n_lam, axis=0)  # noqa: E731 - a local shorthand
+    rep = lambda a: np.repeat(a, n_lam, axis=0)
     costs = rep(dataset.costs)
     return {
         "obs": rep(dataset.observations),

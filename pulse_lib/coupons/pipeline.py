@@ -107,7 +107,7 @@ def true_value_of_mix(
         config, policy_of(mix.lam_low), n_users=n_users, seed=seed
     )
     p = mix.p_low
-    se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))  # noqa: E731
+    se = lambda a, b: float(np.hypot(p * a, (1 - p) * b))
     return sim.PolicyValue(
         mix.combine(low.retention, high.retention),
         mix.combine(low.cost, high.cost),
