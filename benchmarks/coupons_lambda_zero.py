@@ -21,8 +21,11 @@ deliberately wrong policy, the *smallest* coupon the trained filter allows. Each
 logged data (logging policy of Chapter 9, data seed = seed) and its own learner. A **diagnostic** (group
 ``expected-rewards``) trains the single-λ R-BCQ on the same transitions with each 0/1 reward replaced by
 its exact probability (the simulator's hidden state): it removes the reward noise and nothing else.
+Two follow-ups ask whether the optimiser is the limit: group ``optimiser`` reruns the diagnostic at
+``expected_max_users`` with one setting changed at a time (``OPTIMISER_VARIANTS``), and group ``tuned``
+runs the setting that passed there (``TUNED``, chosen after seeing the diagnostic) on the 0/1 rewards.
 Compute of the recorded run: about 12-13 minutes per seed for ``main``, 2 minutes per seed for the
-diagnostic, on one thread each.
+diagnostic, 8 for ``optimiser`` and 4 for ``tuned``, on one thread each.
 
 Writes ``results/coupons_lambda_zero.json``. The recorded run ran one process per seed through the
 CPU-slot wrapper and merged them:
@@ -31,6 +34,10 @@ CPU-slot wrapper and merged them:
         --out-dir /tmp/lz & done
     for s in 1 2 3; do /work/wt/heavy python benchmarks/coupons_lambda_zero.py --part --seeds $s \
         --groups expected-rewards --out-dir /tmp/lz & done; wait
+    for s in 1 2 3; do /work/wt/heavy python benchmarks/coupons_lambda_zero.py --part --seeds $s \
+        --groups optimiser --out-dir /tmp/lz & done             # about 8 minutes per seed
+    for s in 1 2 3; do /work/wt/heavy python benchmarks/coupons_lambda_zero.py --part --seeds $s \
+        --groups tuned --out-dir /tmp/lz & done; wait           # about 4 minutes per seed
     python benchmarks/coupons_lambda_zero.py --merge /tmp/lz/*.json     # the recorded run
     python benchmarks/coupons_lambda_zero.py --quick                   # a smoke test (seconds)
 """
@@ -245,6 +252,8 @@ def merge(paths: list[Path], out_dir: Path) -> Path:
     parts = sorted((json.loads(Path(p).read_text()) for p in paths), key=lambda d: d["settings"]["seeds"][0])
     settings = {**parts[0]["settings"], "seeds": sorted({x for d in parts for x in d["settings"]["seeds"]}),
                 "groups": sorted({g for d in parts for g in d["settings"].get("groups", ["main"])}),
+                # settings a group added (its variants) come from the parts that ran it
+                **{k: v for d in parts for k, v in d["settings"].items() if k not in parts[0]["settings"]},
                 "run_as": f"{len(parts)} processes (one per seed and group of learners) through the 2-slot "
                           "CPU wrapper"}
     payload = summarise(parts[0]["quick"], settings, [r for d in parts for r in d["runs"]],
