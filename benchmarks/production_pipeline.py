@@ -30,7 +30,12 @@ network costs.
 Rates are wall clock on a 2-core machine shared with other jobs (the load average is
 recorded); ratios measured in the same run (Ray / one process, 2 CPUs / 1 CPU) are more
 robust than absolute rates. Writes ``benchmarks/results/production_pipeline.json``
-after every size, so a run stopped early keeps what finished.
+after every size, so a run stopped early keeps what finished. Another run of the
+comparison size (e.g. when the cores are idle) is recorded beside it, not over it:
+
+    python benchmarks/production_pipeline.py --sizes 1000000 --out-dir /tmp/pp
+    python benchmarks/production_pipeline.py --add-rerun /tmp/pp/production_pipeline.json \
+        --label "idle machine"
 """
 
 from __future__ import annotations
@@ -167,6 +172,23 @@ def _timed_daily(
     return record
 
 
+def add_rerun(run_file: Path, label: str, out_dir: Path = RESULTS_DIR) -> Path:
+    """Record another run of the comparison sizes (e.g. on idle cores) beside the main
+    result: ``reruns`` of ``<out_dir>/production_pipeline.json`` gains this run's machine
+    record and its per-size results; the main result is left as it was."""
+    import json
+
+    run = json.loads(Path(run_file).read_text())
+    if run.get("benchmark") != NAME or run.get("quick"):
+        raise SystemExit(f"{run_file}: not a full {NAME} result")
+    target = Path(out_dir) / f"{NAME}.json"
+    main_result = json.loads(target.read_text())
+    main_result.setdefault("reruns", []).append(
+        {"label": label, "machine": run["machine"], "results": run["results"]}
+    )
+    return write_results(NAME, main_result, out_dir)
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
@@ -180,7 +202,17 @@ def main(argv: list[str] | None = None) -> Path:
         default=1_000_000,
         help="largest size also run on 1 CPU and in one process (scaling, overhead)",
     )
+    parser.add_argument(
+        "--add-rerun",
+        type=Path,
+        default=None,
+        help="a result file of another run (e.g. --sizes 1000000 on idle cores, written "
+        "to another --out-dir): record it under 'reruns' of the main result, with --label",
+    )
+    parser.add_argument("--label", default="rerun", help="what the rerun was (recorded)")
     args = parser.parse_args(argv)
+    if args.add_rerun is not None:
+        return add_rerun(args.add_rerun, args.label, args.out_dir)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

@@ -479,3 +479,34 @@ print("trials", len(trials))
     # nor Ray's hint to install ipywidgets (INFO, logged when Ray is imported)
     errors = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert "Missing packages" not in errors, errors
+
+
+def test_benchmark_records_a_rerun_beside_the_main_result(tmp_path: Path) -> None:
+    """``--add-rerun``: another run's machine and results go under ``reruns`` of the
+    main result, which is otherwise unchanged; a quick (smoke) result is refused."""
+    import importlib
+    import json
+
+    bench = str(ROOT / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        script = importlib.import_module("production_pipeline")
+    finally:
+        sys.path.remove(bench)
+    main_file = tmp_path / "production_pipeline.json"
+    main_result = {"benchmark": "production_pipeline", "quick": False,
+                   "machine": {"cores": 2}, "results": {"1000000_users": {"users": 1}}}
+    main_file.write_text(json.dumps(main_result))
+    run = tmp_path / "run" / "production_pipeline.json"
+    run.parent.mkdir()
+    run.write_text(json.dumps({**main_result, "machine": {"cores": 2, "load": 0.1},
+                               "results": {"1000000_users": {"users": 2}}}))
+    script.main(["--add-rerun", str(run), "--label", "idle", "--out-dir", str(tmp_path)])
+    script.main(["--add-rerun", str(run), "--label", "again", "--out-dir", str(tmp_path)])
+    got = json.loads(main_file.read_text())
+    assert {k: v for k, v in got.items() if k != "reruns"} == main_result
+    assert [r["label"] for r in got["reruns"]] == ["idle", "again"]
+    assert got["reruns"][0]["results"]["1000000_users"]["users"] == 2
+    run.write_text(json.dumps({**main_result, "quick": True}))
+    with pytest.raises(SystemExit, match="not a full"):
+        script.main(["--add-rerun", str(run), "--out-dir", str(tmp_path)])
