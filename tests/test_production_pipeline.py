@@ -404,19 +404,26 @@ def test_two_node_cluster_gives_the_local_results(
     )
 
 
-@pytest.mark.ray
-def test_benchmark_quick_mode_writes_json(tmp_path: Path) -> None:
-    """``benchmarks/production_pipeline.py --quick``: every measurement runs on tiny
-    logs and lands in the results file."""
+def _benchmark_script():
+    """``benchmarks/production_pipeline.py`` imported in-process (its ``main`` takes
+    argv)."""
     import importlib
-    import json
 
     bench = str(ROOT / "benchmarks")
     sys.path.insert(0, bench)
     try:
-        script = importlib.import_module("production_pipeline")
+        return importlib.import_module("production_pipeline")
     finally:
         sys.path.remove(bench)
+
+
+@pytest.mark.ray
+def test_benchmark_quick_mode_writes_json(tmp_path: Path) -> None:
+    """``benchmarks/production_pipeline.py --quick``: every measurement runs on tiny
+    logs and lands in the results file."""
+    import json
+
+    script = _benchmark_script()
     written = script.main(
         ["--quick", "--out-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")]
     )
@@ -484,15 +491,9 @@ print("trials", len(trials))
 def test_benchmark_records_a_rerun_beside_the_main_result(tmp_path: Path) -> None:
     """``--add-rerun``: another run's machine and results go under ``reruns`` of the
     main result, which is otherwise unchanged; a quick (smoke) result is refused."""
-    import importlib
     import json
 
-    bench = str(ROOT / "benchmarks")
-    sys.path.insert(0, bench)
-    try:
-        script = importlib.import_module("production_pipeline")
-    finally:
-        sys.path.remove(bench)
+    script = _benchmark_script()
     main_file = tmp_path / "production_pipeline.json"
     main_result = {"benchmark": "production_pipeline", "quick": False,
                    "machine": {"cores": 2}, "results": {"1000000_users": {"users": 1}}}
