@@ -383,8 +383,7 @@ class HybridLinearBandit:
     def _structure_changed(self) -> None:
         """The action set changed: drop every cache that depends on it (``A_0`` and
         ``beta`` do not: adding and retiring leave them unchanged)."""
-        self._lazy.clear()
-        self._direct_reads = 0
+        self._posterior_changed()
         self._pairs = None
         self._B = None
 
@@ -819,17 +818,13 @@ class HybridLinearBandit:
     @property
     def beta(self) -> np.ndarray:
         """Shared coefficients ``(k, m)``."""
-        return self._current_beta().copy()
-
-    def _current_beta(self) -> np.ndarray:
-        """``beta`` ``(k, m)`` (kept current by every update)."""
-        return self._beta
+        return self._beta.copy()
 
     def theta(self, action_id: int) -> np.ndarray:
         """Per-action coefficients ``(d, m)`` of an active action: ``psi_a - G_a^T
         beta``."""
         j = self._pos(action_id)
-        gb = self._beta_blocks(self._current_beta())[j]  # (d, m)
+        gb = self._beta_blocks(self._beta)[j]  # (d, m)
         psi = self._Ab[j] + self.lam_action * self._Ainv[j] @ gb
         return psi - gb
 
